@@ -1,0 +1,42 @@
+"""The `agekit` command. Each subcommand lives in agekit/commands/<name>.py with
+`register(subparsers)` adding its parser and setting `func=run`; user errors become one line and exit 2."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from agekit import __version__
+from agekit.errors import AgekitError
+
+COMMANDS = ["train", "eval", "data", "methods"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agekit", description="Facial age estimation: train, evaluate, predict.")
+    parser.add_argument("--version", action="version", version=f"agekit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logs and full tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"agekit.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except AgekitError as exc:
+        if args.verbose:
+            raise
+        print(f"agekit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("agekit: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""Subcommands of the `agekit` CLI, one module each."""

@@ -1,0 +1,66 @@
+"""agekit train CONFIG [key.sub=value ...]"""
+from __future__ import annotations
+
+import json
+import logging
+from importlib import resources
+from pathlib import Path
+
+from agekit.errors import AgekitError
+
+log = logging.getLogger(__name__)
+
+
+def register(sub):
+    p = sub.add_parser("train", help="train an age estimator from a YAML config",
+                       description="Train an age estimator. CONFIG is a YAML file or the name of a packaged "
+                                   "config (see `agekit train --list-configs`); key.sub=value pairs override it. "
+                                   "Under torchrun it runs DistributedDataParallel.")
+    p.add_argument("config", nargs="?", help="config file or packaged config name")
+    p.add_argument("overrides", nargs="*", help="overrides such as train.epochs=5 data.root=/data/UTKFace")
+    p.add_argument("--run-dir", help="where to write checkpoints and logs (default runs/<name>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--list-configs", action="store_true", help="list the packaged configs and exit")
+    p.set_defaults(func=run)
+
+
+def packaged_configs() -> dict:
+    folder = resources.files("agekit") / "configs"
+    return {p.name[:-5]: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def resolve_config_path(name: str) -> Path:
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise AgekitError(f"config file not found: {path}")
+        return path
+    configs = packaged_configs()
+    if name not in configs:
+        raise AgekitError(f"no config file or packaged config named '{name}'; packaged: {', '.join(sorted(configs))}")
+    return configs[name]
+
+
+def run(args) -> int:
+    if args.list_configs:
+        for name, path in sorted(packaged_configs().items()):
+            print(f"{name:32s} {path}")
+        return 0
+    if not args.config:
+        raise AgekitError("give a config file or packaged config name (agekit train --list-configs)")
+    from agekit.config import load_config
+    from agekit.engine.trainer import train
+
+    overrides = list(args.overrides) + ([f"run_dir={args.run_dir}"] if args.run_dir else [])
+    cfg = load_config(resolve_config_path(args.config), overrides)
+    summary = train(cfg, progress=not args.no_progress)
+    if summary.get("world_size", 1) == 1 or _is_rank0():
+        print(json.dumps({k: summary[k] for k in ("run_dir", "best_val_mae", "steps", "train_time_s",
+                                                  "train_images_per_s")}, indent=2))
+    return 0
+
+
+def _is_rank0() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"

@@ -1,0 +1,63 @@
+"""The record every dataset reader produces, and the reader registry."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from agekit.errors import AgekitError
+
+MALE, FEMALE = 0, 1  # gender codes used everywhere in agekit (UTKFace's convention)
+AGE_VALID_RANGE = (0.0, 120.0)  # a label outside this is a data error, not an old person
+
+
+@dataclass
+class FaceRecord:
+    """One labelled face image.
+
+    path: absolute image path. key: stable name used by split files (relative to the dataset root).
+    age: real (or apparent-mean) age in years. age_std: apparent-age std where the dataset gives it.
+    gender: MALE/FEMALE or None. subject: person id where known. race: dataset's race code or None.
+    landmarks: (N, 2) float array in image pixels (68 or 5 points) or None.
+    box: (x1, y1, x2, y2) face box in image pixels or None.
+    """
+
+    path: str
+    key: str
+    age: float
+    dataset: str
+    gender: Optional[int] = None
+    subject: Optional[str] = None
+    race: Optional[int] = None
+    age_std: Optional[float] = None
+    landmarks: Optional[np.ndarray] = field(default=None, repr=False)
+    box: Optional[tuple] = None
+
+
+@dataclass
+class ReadResult:
+    """Records a reader produced plus the entries it skipped, each with a reason."""
+
+    records: list
+    skipped: list = field(default_factory=list)  # [(path_or_entry, reason)]
+
+
+READERS: dict[str, Callable[..., ReadResult]] = {}
+
+
+def register_reader(name: str):
+    def deco(fn):
+        READERS[name] = fn
+        return fn
+
+    return deco
+
+
+def read_dataset(name: str, root, **kwargs) -> ReadResult:
+    """Read dataset `name` from `root` into records. Unknown name or missing folder -> AgekitError."""
+    import agekit.data.readers  # noqa: F401  (fills READERS)
+
+    if name not in READERS:
+        raise AgekitError(f"unknown dataset '{name}'; known: {', '.join(sorted(READERS))}")
+    return READERS[name](root, **kwargs)

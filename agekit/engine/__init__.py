@@ -1,0 +1,1 @@
+"""Training, checkpoints and batched inference shared by train/eval/bench."""

@@ -1,0 +1,62 @@
+"""Label-distribution learning: DLDL (Gao et al., TIP 2017) and DLDL-v2 (Gao et al., IJCAI 2018)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from agekit.methods.base import AgeDistribution, Method, distribution_from_probs, register_method
+
+
+def gaussian_label_distribution(ages: torch.Tensor, label_ages: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Discretised Gaussian N(age, sigma^2) over the integer label ages, normalised to sum to 1.
+
+    ages: (B,) true ages; label_ages: (K,) the integer ages; returns (B, K).
+    """
+    logits = -((label_ages[None, :] - ages[:, None]) ** 2) / (2.0 * sigma**2)
+    return torch.softmax(logits, dim=1)
+
+
+def kl_to_target(log_probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of KL(target || p) = sum_k t_k (log t_k - log p_k). Shapes (B, K)."""
+    return F.kl_div(log_probs, target, reduction="batchmean")
+
+
+def dldl_v2_loss(logits, ages, label_ages, sigma=2.0, lam=1.0):
+    """DLDL-v2 loss = KL(Gaussian label distribution || softmax) + lam * |E_p[age] - age|.
+
+    logits: (B, K), ages: (B,), label_ages: (K,). Returns (loss, kl, l1), all scalars.
+    """
+    log_p = torch.log_softmax(logits.float(), dim=1)
+    kl = kl_to_target(log_p, gaussian_label_distribution(ages, label_ages, sigma))
+    expectation = log_p.exp() @ label_ages
+    l1 = (expectation - ages).abs().mean()
+    return kl + lam * l1, kl, l1
+
+
+@register_method
+class DLDLv2(Method):
+    """DLDL-v2: softmax over integer ages, trained with KL to a Gaussian label distribution plus an L1
+    loss on the expectation; decoded by the expectation. Params: sigma (label std, years), lam (L1 weight).
+
+    outputs: logits (B, K), K = age_max - age_min + 1.
+    """
+
+    name = "dldl_v2"
+    description = "label distribution (Gaussian) KL + lambda * L1 on the expectation"
+    paper = "Gao et al., Age Estimation Using Expectation of Label Distribution Learning, IJCAI 2018"
+
+    def __init__(self, in_features, age_min=0, age_max=100, sigma: float = 2.0, lam: float = 1.0):
+        super().__init__(in_features, age_min, age_max)
+        self.sigma, self.lam = float(sigma), float(lam)
+        self.fc = nn.Linear(in_features, self.num_ages)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features)
+
+    def loss(self, outputs, ages):
+        total, kl, l1 = dldl_v2_loss(outputs, self.clamp_ages(ages), self.ages, self.sigma, self.lam)
+        return total, {"kl": float(kl.detach()), "l1": float(l1.detach())}
+
+    def decode(self, outputs) -> AgeDistribution:
+        return distribution_from_probs(torch.softmax(outputs.detach().float(), dim=1), self.ages)

@@ -1,0 +1,41 @@
+import pytest
+
+from agekit.config import DEFAULTS, load_config, parse_override
+from agekit.errors import AgekitError
+
+
+def test_overrides_parse_yaml_values():
+    assert parse_override("train.lr=3e-4") == {"train": {"lr": 3e-4}}
+    assert parse_override("model.pretrained=false") == {"model": {"pretrained": False}}
+    assert parse_override("model.mean=[0.5,0.5,0.5]") == {"model": {"mean": [0.5, 0.5, 0.5]}}
+
+
+def test_file_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\ntrain:\n  lr: 1e-2\n  epochs: 3\nmethod:\n  params: {sigma: 3}\n")
+    cfg = load_config(path, ["train.epochs=5", "method.params.lam=0.5"])
+    assert cfg["name"] == "x" and cfg["train"]["lr"] == 0.01 and cfg["train"]["epochs"] == 5
+    assert cfg["method"]["params"] == {"sigma": 3, "lam": 0.5}
+    assert cfg["train"]["batch_size"] == DEFAULTS["train"]["batch_size"]
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.lrr=1", "unknown config key 'train.lrr'"),
+    ("train.optimizer=rmsprop", "train.optimizer"),
+    ("train.epochs=0", "train.epochs"),
+    ("train=3", "must be a mapping"),
+    ("data.age_min=50", "age_min"),
+    ("nonsense", "key.sub=value"),
+])
+def test_bad_config_is_one_line_error(override, message):
+    with pytest.raises(AgekitError, match=message):
+        load_config(None, [override, "data.age_max=40"] if "age_min" in override else [override])
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(AgekitError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(AgekitError, match="invalid YAML"):
+        load_config(bad)

@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+
+from agekit.data.preprocess import TEMPLATE_112, CropSpec, alignment_matrix, crop_face, five_points
+from agekit.errors import AgekitError
+
+
+def _similarity(points, angle_deg, scale, shift):
+    a = np.deg2rad(angle_deg)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) * scale
+    return points @ rot.T + shift
+
+
+def test_alignment_maps_landmarks_onto_the_template():
+    # a face rotated by 25 degrees, scaled by 2.5 and moved: alignment must undo all of it
+    points = _similarity(TEMPLATE_112, 25.0, 2.5, np.array([140.0, 60.0]))
+    matrix = alignment_matrix(points, size=64, margin=0.4)
+    mapped = points @ matrix[:, :2].T + matrix[:, 2]
+    scale = 64 / (112 * 1.4)
+    expected = TEMPLATE_112 * scale + (64 - 112 * scale) / 2
+    assert np.abs(mapped - expected).max() < 1e-3
+    assert abs(mapped[0, 1] - mapped[1, 1]) < 0.1  # eyes level
+
+
+def test_68_points_reduce_to_eye_centres_nose_and_mouth_corners():
+    lm = np.zeros((68, 2))
+    lm[36:42] = [10, 20]
+    lm[42:48] = [30, 20]
+    lm[30], lm[48], lm[54] = [20, 30], [12, 40], [28, 40]
+    assert np.allclose(five_points(lm), [[10, 20], [30, 20], [20, 30], [12, 40], [28, 40]])
+    with pytest.raises(AgekitError, match="shape"):
+        five_points(np.zeros((7, 2)))
+
+
+def test_crop_full_and_align_output_shapes_and_content():
+    image = np.zeros((200, 300, 3), np.uint8)
+    image[:, 150:] = 255  # right half white
+    full = crop_face(image, CropSpec(size=32, rule="full"))
+    assert full.shape == (32, 32, 3) and full[:, :14].max() == 0 and full[:, 18:].min() == 255
+    # a box on the white half gives a white crop
+    boxed = crop_face(image, CropSpec(size=32, rule="align", margin=0.0), box=(200, 50, 260, 110))
+    assert boxed.shape == (32, 32, 3) and boxed.min() == 255
+
+
+def test_crop_pinned_on_a_fixed_image():
+    """Pins the aligned crop of a fixed synthetic image (changing the crop rule must be deliberate)."""
+    yy, xx = np.mgrid[0:240, 0:320]
+    image = np.stack([(xx * 255 // 319), (yy * 255 // 239), ((xx + yy) % 256)], axis=2).astype(np.uint8)
+    points = _similarity(TEMPLATE_112, -10.0, 1.5, np.array([90.0, 40.0]))
+    crop = crop_face(image, CropSpec(size=64, rule="align", margin=0.4), landmarks=points)
+    assert crop.shape == (64, 64, 3)
+    # the template maps back through the inverse similarity: the crop's centre pixel samples the image at
+    # the face's centre (template point (56, 56) moved by the same similarity)
+    centre = _similarity(np.array([[56.0, 56.0]]), -10.0, 1.5, np.array([90.0, 40.0]))[0]
+    cx, cy = int(round(centre[0])), int(round(centre[1]))
+    assert np.abs(crop[32, 32].astype(int) - image[cy, cx].astype(int)).max() <= 3
+
+
+def test_crop_spec_validation():
+    with pytest.raises(AgekitError, match="crop rule"):
+        CropSpec(rule="fancy")
+    with pytest.raises(AgekitError, match="too small"):
+        CropSpec(size=8)
