@@ -57,7 +57,7 @@ DEFAULTS: dict = {
         "gamma": 0.1,
         "early_stop_patience": 0,  # epochs without validation-MAE gain; 0 = off
         "precision": "auto",  # auto | fp32 | bf16 | fp16
-        "channels_last": True,
+        "channels_last": "auto",  # auto: on for CUDA or bf16; fp32 CPU convs are often slower with it
         "device": "auto",  # auto | cpu | cuda | cuda:N | mps
         "max_steps": None,  # stop after this many optimizer steps
         "val_every_steps": None,  # also validate every N steps (default: each epoch end)
@@ -152,6 +152,7 @@ def validate(cfg: dict) -> None:
         ("train", "optimizer"): ("adam", "adamw", "sgd"),
         ("train", "scheduler"): ("cosine", "step", "plateau", "none"),
         ("train", "precision"): ("auto", "fp32", "bf16", "fp16"),
+        ("train", "channels_last"): ("auto", True, False),
     }
     for (section, key), allowed in choices.items():
         if cfg[section][key] not in allowed:

@@ -3,31 +3,16 @@ import csv
 import json
 import statistics
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from agekit.config import load_config
 from agekit.engine.checkpoint import load_model, read_checkpoint
 from agekit.engine.trainer import Trainer, train
+from tests_support import synthetic_dataset
 
 TINY = ["model.backbone=light_cnn64", "data.crop.size=32", "train.progress=false", "train.tensorboard=false",
         "train.precision=fp32", "augment.enabled=true", "train.num_threads=1"]
-
-
-def synthetic_dataset(folder, n=64):
-    """Images whose brightness encodes the age, listed in a CSV manifest (path,age,gender)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    lines = ["path,age,gender"]
-    for i in range(n):
-        age = int(rng.integers(5, 80))
-        pixels = np.clip(age * 3 + rng.normal(0, 5, (24, 24, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"img{i:03d}.png")
-        lines.append(f"img{i:03d}.png,{age},{i % 2}")
-    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
-    return folder / "labels.csv"
 
 
 def tiny_config(tmp_path, run, *extra):
@@ -45,7 +30,7 @@ def weights(path):
 @pytest.mark.slow
 def test_training_on_utkface_slice_lowers_validation_mae(utkface_root, tmp_path):
     cfg = load_config(None, [
-        f"data.root={utkface_root}", "data.limit_train=2048", "data.limit_eval=384", "model.backbone=resnet18",
+        f"data.root={utkface_root}", "data.limit_train=2048", "data.limit_eval=384", "model.backbone=light_cnn64",
         "data.crop.size=32", "train.batch_size=32", "train.max_steps=300", "train.val_every_steps=50",
         "train.epochs=20", "train.lr=2e-3", "train.warmup_epochs=0.2", "train.progress=false",
         f"run_dir={tmp_path / 'run'}"])

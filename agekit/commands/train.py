@@ -46,13 +46,14 @@ def run(args) -> int:
         for name, path in sorted(packaged_configs().items()):
             print(f"{name:32s} {path}")
         return 0
-    if not args.config:
-        raise AgekitError("give a config file or packaged config name (agekit train --list-configs)")
     from agekit.config import load_config
     from agekit.engine.trainer import train
 
     overrides = list(args.overrides) + ([f"run_dir={args.run_dir}"] if args.run_dir else [])
-    cfg = load_config(resolve_config_path(args.config), overrides)
+    config = args.config
+    if config and "=" in config and not Path(config).exists():
+        config, overrides = None, [config] + overrides  # no config file: defaults plus overrides
+    cfg = load_config(resolve_config_path(config) if config else None, overrides)
     summary = train(cfg, progress=not args.no_progress)
     if summary.get("world_size", 1) == 1 or _is_rank0():
         print(json.dumps({k: summary[k] for k in ("run_dir", "best_val_mae", "steps", "train_time_s",

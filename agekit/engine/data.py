@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from agekit.data.cache import build_or_load, load_crop
 from agekit.data.preprocess import CropSpec
 from agekit.data.records import AGE_VALID_RANGE, read_dataset
-from agekit.data.splits import assign_splits, select, write_split_file
+from agekit.data.splits import assign_splits, hash_unit, select, write_split_file
 from agekit.errors import AgekitError
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,12 @@ def _labels(records):
     return ages, genders
 
 
+def seeded_subset(records, n: int, seed: int) -> list:
+    """A reproducible random subset of n records (first-n of a sorted list would be a narrow age band)."""
+    picked = sorted(records, key=lambda r: hash_unit(r.key, seed + 7))[:n]
+    return sorted(picked, key=lambda r: r.key)
+
+
 def load_splits(cfg: dict, splits=("train", "val"), run_dir=None, progress=True) -> dict:
     """Read records, assign splits (saved to run_dir/split.csv), and crop each requested split."""
     d = cfg["data"]
@@ -66,8 +72,8 @@ def load_splits(cfg: dict, splits=("train", "val"), run_dir=None, progress=True)
     for split in splits:
         chosen = list(records) if split == "all" else select(records, assignment, split)
         limit = d["limit_train"] if split == "train" else d["limit_eval"]
-        if limit:
-            chosen = chosen[: int(limit)]
+        if limit and len(chosen) > int(limit):
+            chosen = seeded_subset(chosen, int(limit), cfg["seed"])
         if not chosen:
             raise AgekitError(f"split '{split}' of {root} is empty (split {d['split']})")
         if d["cache"]:

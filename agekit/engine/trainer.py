@@ -100,6 +100,9 @@ class Trainer:
         if self.t["num_threads"]:
             torch.set_num_threads(int(self.t["num_threads"]))
         self.precision = resolve_precision(self.t["precision"], self.device)
+        self.channels_last = self.t["channels_last"]
+        if self.channels_last == "auto":
+            self.channels_last = self.device.type == "cuda" or self.precision == "bf16"
         self.progress = progress and self.t["progress"] and self.ctx.is_main
         self.run_dir = run_dir_for(cfg)
         self.main = self.ctx.is_main
@@ -134,7 +137,7 @@ class Trainer:
         if t["init_from"]:
             init_from_checkpoint(model, t["init_from"], t["init_head"])
         model = model.to(self.device)
-        if t["channels_last"]:
+        if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(model.parameters(), t)
         self.scheduler = make_scheduler(self.optimizer, t, self.steps_per_epoch, self.total_steps)
@@ -196,7 +199,7 @@ class Trainer:
 
     # ---- the loop -----------------------------------------------------------------------------
     def step_batch(self, images, ages, genders):
-        x = to_input(images, self.device, self.t["channels_last"])
+        x = to_input(images, self.device, self.channels_last)
         if self.cfg["augment"]["enabled"]:
             x = augment_batch(x, self.aug, self.gen)
         ages, genders = ages.to(self.device), genders.to(self.device)
@@ -231,7 +234,7 @@ class Trainer:
         bs = self.t["eval_batch_size"]
         for start in range(0, len(idx), bs):
             part = idx[start:start + bs]
-            x = to_input(self.val_data.images[part], self.device, self.t["channels_last"])
+            x = to_input(self.val_data.images[part], self.device, self.channels_last)
             with autocast_context(self.device, self.precision):
                 pred = net.method.decode(net(x)["age"]).mean.float().cpu().numpy()
             abs_sum += float(np.abs(pred - self.val_data.ages[part]).sum())
@@ -271,10 +274,13 @@ class Trainer:
         window_t0, window_imgs = time.perf_counter(), 0
         validated_at = None
         while not stop and st["epoch"] < t["epochs"]:
+            # train_time_s counts loading + stepping (what the crop cache speeds up), not validation
+            tick = time.perf_counter()
             for images, ages, genders in self.source.batches(st["epoch"], skip=st["batch_in_epoch"]):
-                t0 = time.perf_counter()
                 loss, mae = self.step_batch(images, ages, genders)
-                st["train_time_s"] += time.perf_counter() - t0
+                now = time.perf_counter()
+                st["train_time_s"] += now - tick
+                tick = now
                 st["step"] += 1
                 st["batch_in_epoch"] += 1
                 st["images_seen"] += len(images) * self.ctx.world
@@ -293,10 +299,13 @@ class Trainer:
                     if self.after_validation(self.validate()):
                         stop = True
                         break
+                    tick = time.perf_counter()
             if st["batch_in_epoch"] >= self.steps_per_epoch:
                 st["epoch"] += 1
                 st["batch_in_epoch"] = 0
-            if validated_at != st["step"]:
+            # without val_every_steps: validate each epoch end; with it: only at the very end in addition
+            at_end = stop or st["epoch"] >= t["epochs"]
+            if validated_at != st["step"] and (not t["val_every_steps"] or at_end):
                 validated_at = st["step"]
                 stop = self.after_validation(self.validate()) or stop
         bar.close()

@@ -71,19 +71,19 @@ def _spec(name: str) -> BackboneSpec:
 def backbone_info(name: str) -> dict:
     """Description, paper, default input size and hub availability of a backbone."""
     if name.startswith(TIMM_PREFIX):
-        from agekit.models.timm_backbones import timm_model_info
+        from agekit.models.timm_backbones import timm_model_info  # late: that module imports this one
         return timm_model_info(name[len(TIMM_PREFIX):])
     spec = _spec(name)
     return {"name": spec.name, "description": spec.description, "paper": spec.paper,
             "default_input_size": spec.default_input_size, "downloadable": spec.downloadable}
 
 
-def create_backbone(name: str, *, in_size: int = 64, pretrained: str | os.PathLike | bool = False,
+def create_backbone(name: str, *, in_size: int = 64, pretrained: str | os.PathLike | bool | None = False,
                     pool: str = "avg", **kwargs) -> nn.Module:
     """Build backbone `name`: forward (B, 3, H, W) float (normalised) -> (B, num_features).
 
     in_size: the input size the model will see (fixed-size transformers are built for it; >= 32).
-    pretrained: False = random init; True = download the hub weights (timm backbones only);
+    pretrained: False (or None) = random init; True = download the hub weights (timm backbones only);
         a path = load a local .pth/.pt/.safetensors state_dict with strict key checking.
     pool: "avg", "max" or "avgmax" (DLDL-v2 hybrid pooling, CNN backbones only).
     kwargs go to the factory (for timm backbones: to timm.create_model).
@@ -93,9 +93,13 @@ def create_backbone(name: str, *, in_size: int = 64, pretrained: str | os.PathLi
         raise AgekitError(f"unknown pool {pool!r}; expected one of {', '.join(POOL_MODES)}")
     if isinstance(in_size, bool) or not isinstance(in_size, int) or in_size < MIN_INPUT_SIZE:
         raise AgekitError(f"in_size must be an integer >= {MIN_INPUT_SIZE}, got {in_size!r}")
+    if pretrained is None:  # an empty `pretrained:` entry in a YAML config
+        pretrained = False
+    if not isinstance(pretrained, (bool, str, os.PathLike)):
+        raise AgekitError(f"pretrained must be True, False or a weights file path, got {pretrained!r}")
     download = pretrained is True
     if name.startswith(TIMM_PREFIX):
-        from agekit.models.timm_backbones import create_timm_backbone
+        from agekit.models.timm_backbones import create_timm_backbone  # late: that module imports this one
         model = create_timm_backbone(name[len(TIMM_PREFIX):], in_size=in_size, pool=pool,
                                      pretrained=download, **kwargs)
     else:
@@ -107,10 +111,8 @@ def create_backbone(name: str, *, in_size: int = 64, pretrained: str | os.PathLi
             kwargs["pretrained"] = True
         model = spec.factory(in_size=in_size, pool=pool, **kwargs)
         model.default_input_size = spec.default_input_size
-    if isinstance(pretrained, (str, os.PathLike)):
+    if not isinstance(pretrained, bool):
         load_weights(model, pretrained, name)
-    elif not isinstance(pretrained, bool):
-        raise AgekitError(f"pretrained must be True, False or a weights file path, got {pretrained!r}")
     return model
 
 
