@@ -102,3 +102,20 @@ def test_early_stopping_and_run_outputs(tmp_path):
     assert payload["config"]["data"]["crop"]["size"] == 32
     out = model(torch.rand(2, 3, 32, 32))
     assert out["age"].shape == (2, 101)
+
+
+def test_eval_command_writes_a_full_report(tmp_path, capsys):
+    from agekit.cli import main
+
+    train(tiny_config(tmp_path, "ev", "train.max_steps=4", "gender.enabled=true"))
+    code = main(["eval", str(tmp_path / "ev" / "best.pt"), "--split", "all", "--out", str(tmp_path / "rep"),
+                 "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0 and "MAE" in out
+    report = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    rows = (tmp_path / "rep" / "predictions.csv").read_text().splitlines()
+    assert report["metrics"]["n"] == 64 == len(rows) - 1
+    assert "gender_accuracy" in report["metrics"] and report["complexity"]["params"] > 0
+    assert report["protocol"]["crop"]["size"] == 32 and report["protocol"]["method"] == "dldl_v2"
+    for name in ("report.md", "pred_vs_true.png", "mae_by_age.png", "error_hist.png", "examples.png"):
+        assert (tmp_path / "rep" / name).is_file(), name

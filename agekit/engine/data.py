@@ -76,8 +76,10 @@ def load_splits(cfg: dict, splits=("train", "val"), run_dir=None, progress=True)
             chosen = seeded_subset(chosen, int(limit), cfg["seed"])
         if not chosen:
             raise AgekitError(f"split '{split}' of {root} is empty (split {d['split']})")
-        if d["cache"]:
-            cache = build_or_load(d["dataset"], chosen, spec, d["cache_dir"], progress=progress)
+        if d["cache"] or split != "train":
+            # without the cache only training decodes per batch; evaluation splits are cropped in memory once
+            cache = build_or_load(d["dataset"], chosen, spec, d["cache_dir"], progress=progress,
+                                  use_cache=d["cache"])
             chosen, images = cache.records, cache.images
         else:
             images = None

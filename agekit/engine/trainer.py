@@ -303,6 +303,7 @@ class Trainer:
             if st["batch_in_epoch"] >= self.steps_per_epoch:
                 st["epoch"] += 1
                 st["batch_in_epoch"] = 0
+                unwrap(self.model).method.epoch_end(self)
             # without val_every_steps: validate each epoch end; with it: only at the very end in addition
             at_end = stop or st["epoch"] >= t["epochs"]
             if validated_at != st["step"] and (not t["val_every_steps"] or at_end):

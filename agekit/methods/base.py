@@ -55,6 +55,14 @@ class Method(nn.Module):
     def decode(self, outputs) -> AgeDistribution:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def epoch_end(self, trainer) -> None:
+        """Optional hook: the trainer calls it each time a training epoch completes, before validation.
+
+        Default: nothing. Methods with state that is not learned by gradient (e.g. the leaf Gaussians of
+        Deep Regression Forests) refit it here; `trainer` gives access to the model (`trainer.model`, maybe
+        DDP-wrapped), the training batches (`trainer.source`), `trainer.device` and `trainer.state`.
+        """
+
 
 def distribution_from_probs(probs: torch.Tensor, ages: torch.Tensor) -> AgeDistribution:
     """Expectation and std of a distribution over the integer ages. probs: (B, K), ages: (K,)."""

@@ -38,6 +38,7 @@ def dldl_v2_loss(logits, ages, label_ages, sigma=2.0, lam=1.0):
 class DLDLv2(Method):
     """DLDL-v2: softmax over integer ages, trained with KL to a Gaussian label distribution plus an L1
     loss on the expectation; decoded by the expectation. Params: sigma (label std, years), lam (L1 weight).
+    The paper's hybrid max+avg pooling of the last feature map is the backbone option `model.pool=avgmax`.
 
     outputs: logits (B, K), K = age_max - age_min + 1.
     """
@@ -57,6 +58,44 @@ class DLDLv2(Method):
     def loss(self, outputs, ages):
         total, kl, l1 = dldl_v2_loss(outputs, self.clamp_ages(ages), self.ages, self.sigma, self.lam)
         return total, {"kl": float(kl.detach()), "l1": float(l1.detach())}
+
+    def decode(self, outputs) -> AgeDistribution:
+        return distribution_from_probs(torch.softmax(outputs.detach().float(), dim=1), self.ages)
+
+
+def dldl_loss(logits, ages, label_ages, sigma=2.0):
+    """DLDL loss = KL(Gaussian label distribution N(age, sigma^2) over the integer ages || softmax)
+    (Gao et al., "Deep Label Distribution Learning with Label Ambiguity", TIP 2017).
+
+    logits: (B, K), ages: (B,), label_ages: (K,). Returns a scalar (mean over the batch).
+    """
+    log_p = torch.log_softmax(logits, dim=1)
+    return kl_to_target(log_p, gaussian_label_distribution(ages, label_ages, sigma))
+
+
+@register_method
+class DLDL(Method):
+    """DLDL: softmax over integer ages trained with KL divergence to a discretised Gaussian label
+    distribution N(age, sigma^2); decoded by the expectation. Params: sigma (label std in years, default 2).
+
+    outputs: logits (B, K), K = age_max - age_min + 1.
+    """
+
+    name = "dldl"
+    description = "label distribution learning: KL to a Gaussian label distribution, decoded by expectation"
+    paper = "Gao et al., Deep Label Distribution Learning with Label Ambiguity, IEEE TIP 2017"
+
+    def __init__(self, in_features, age_min=0, age_max=100, sigma: float = 2.0):
+        super().__init__(in_features, age_min, age_max)
+        self.sigma = float(sigma)
+        self.fc = nn.Linear(in_features, self.num_ages)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features)
+
+    def loss(self, outputs, ages):
+        kl = dldl_loss(outputs.float(), self.clamp_ages(ages), self.ages, self.sigma)
+        return kl, {"kl": float(kl.detach())}
 
     def decode(self, outputs) -> AgeDistribution:
         return distribution_from_probs(torch.softmax(outputs.detach().float(), dim=1), self.ages)

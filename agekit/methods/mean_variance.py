@@ -1,0 +1,70 @@
+"""Mean-variance loss (Pan, Han, Shan and Chen, CVPR 2018)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from agekit.methods.base import AgeDistribution, Method, distribution_from_probs, register_method
+from agekit.methods.classification import age_class_index
+
+
+def softmax_mean_and_variance(probs: torch.Tensor, label_ages: torch.Tensor):
+    """Mean m = sum_k p_k a_k and variance v = sum_k p_k (a_k - m)^2 of a distribution over the ages.
+
+    probs: (B, K), label_ages: (K,). Returns (m (B,), v (B,)).
+    """
+    mean = probs @ label_ages
+    var = (probs * (label_ages[None, :] - mean[:, None]) ** 2).sum(1)
+    return mean, var
+
+
+def mean_variance_loss(logits, ages, label_ages, target_index, lambda1=0.2, lambda2=0.05):
+    """Mean-variance loss (Pan et al., "Mean-Variance Loss for Deep Age Estimation from a Face", CVPR 2018):
+
+        L = L_softmax + lambda1 * L_mean + lambda2 * L_var
+        L_softmax = mean_i CE(logits_i, target_index_i)
+        L_mean    = mean_i (m_i - y_i)^2 / 2            (m_i = sum_k p_ik a_k)
+        L_var     = mean_i sum_k p_ik (a_k - m_i)^2
+
+    logits: (B, K), ages: (B,) float, label_ages: (K,), target_index: (B,) int64 (the rounded age's
+    class). Returns (loss, softmax, mean, variance), all scalars (unweighted parts).
+    """
+    probs = torch.softmax(logits, dim=1)
+    ce = F.cross_entropy(logits, target_index)
+    mean, var = softmax_mean_and_variance(probs, label_ages)
+    mean_loss = ((mean - ages) ** 2).mean() / 2.0
+    var_loss = var.mean()
+    return ce + lambda1 * mean_loss + lambda2 * var_loss, ce, mean_loss, var_loss
+
+
+@register_method
+class MeanVariance(Method):
+    """Softmax over integer ages trained with cross-entropy + lambda1 * mean loss + lambda2 * variance loss;
+    decoded by the expectation. Params: lambda1 (default 0.2), lambda2 (default 0.05), the paper's values.
+
+    outputs: logits (B, K), K = age_max - age_min + 1.
+    """
+
+    name = "mean_variance"
+    description = "softmax CE + lambda1 * (E[a]-y)^2/2 + lambda2 * Var[a], decoded by expectation"
+    paper = "Pan, Han, Shan, Chen, Mean-Variance Loss for Deep Age Estimation from a Face, CVPR 2018"
+
+    def __init__(self, in_features, age_min=0, age_max=100, lambda1: float = 0.2, lambda2: float = 0.05):
+        super().__init__(in_features, age_min, age_max)
+        self.lambda1, self.lambda2 = float(lambda1), float(lambda2)
+        self.fc = nn.Linear(in_features, self.num_ages)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features)
+
+    def loss(self, outputs, ages):
+        ages = self.clamp_ages(ages)
+        total, ce, mean_loss, var_loss = mean_variance_loss(
+            outputs.float(), ages, self.ages, age_class_index(ages, self.age_min, self.age_max),
+            self.lambda1, self.lambda2)
+        return total, {"ce": float(ce.detach()), "mean": float(mean_loss.detach()),
+                       "variance": float(var_loss.detach())}
+
+    def decode(self, outputs) -> AgeDistribution:
+        return distribution_from_probs(torch.softmax(outputs.detach().float(), dim=1), self.ages)
