@@ -1,16 +1,17 @@
-"""The `agekit` command. Each subcommand lives in agekit/commands/<name>.py with
-`register(subparsers)` adding its parser and setting `func=run`; user errors become one line and exit 2."""
+"""The `agekit` command. Each subcommand lives in agekit/commands/<name>.py with `register(subparsers)`
+adding its parser and setting `func=run` (found automatically); user errors become one line and exit 2."""
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
+import pkgutil
 import sys
 
 from agekit import __version__
 from agekit.errors import AgekitError
 
-COMMANDS = ["train", "eval", "data", "methods"]
+import agekit.commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,8 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"agekit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug logs and full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f"agekit.commands.{name}").register(sub)
+    for module in sorted(m.name for m in pkgutil.iter_modules(agekit.commands.__path__)):
+        importlib.import_module(f"agekit.commands.{module}").register(sub)
     return parser
 
 

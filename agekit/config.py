@@ -24,7 +24,10 @@ DEFAULTS: dict = {
         "options": {},
         "split": {"kind": "file", "file": "utkface_v1", "fold": None, "k": 5, "seed": 0,
                   "val_fraction": 0.1, "test_fraction": 0.2},
-        "crop": {"size": 64, "rule": "full", "margin": 0.4},
+        "crop": {"size": 64, "rule": "full", "margin": 0.4, "zoom": 1.0},
+        # more crops of the same face for multi-input models, e.g. [{size: 64, rule: full, zoom: 1.4}]:
+        # each view gets its own backbone (stem) and their features are concatenated before the head
+        "extra_views": [],
         "cache": True,
         "cache_dir": None,  # default: $AGEKIT_CACHE or ~/.cache/agekit
         "limit_train": None,  # use only N training records (quick runs, tests)

@@ -50,6 +50,7 @@ SCENE_ROTATIONS = (90, -90, 180)
 # Backends measured by default and the options they get (1 thread for a fair CPU time).
 CANDIDATES = {
     "centerface": {"threads": 1},
+    "centerface-dlib68": {"threads": 1},
     "dlib-hog": {"upsample": 1},
     "dlib-hog-up0": {"upsample": 0},    # registry name dlib-hog, faster but misses faces under ~80 px
 }
@@ -249,6 +250,12 @@ def summarize(records, replay: Replay, with_rotation: bool):
     if with_rotation:
         out["images_answered_turned"] = turned
     return out
+
+
+# FG-NET's .pts files use the FG-NET (Cootes) 68-point markup, NOT the iBUG 300-W one: eye contour and
+# pupil are 27-31 (image-left eye, 31 = pupil) and 32-36 (image-right eye, 36 = pupil), nose tip 67, mouth
+# corners 48 and 54. The eye centre is the mean of each eye's 5 points.
+FGNET_LEFT_EYE, FGNET_RIGHT_EYE = slice(27, 32), slice(32, 37)
 
 
 def eye_error(face, pts68) -> float:

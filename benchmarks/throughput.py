@@ -18,8 +18,7 @@ import time
 from datetime import date
 
 from agekit.config import load_config
-from agekit.data.preprocess import CropSpec
-from agekit.engine.data import BatchSource, load_splits
+from agekit.engine.data import BatchSource, load_splits, view_specs
 from agekit.engine.trainer import train
 from agekit.eval.complexity import cpu_name
 from agekit.io import write_json_atomic
@@ -42,7 +41,7 @@ def train_rate(args, backbone, cache, cache_dir) -> dict:
 def loader_rate(args, cache, cache_dir) -> float:
     cfg = load_config(None, overrides(args, "light_cnn64", cache, cache_dir, "unused"))
     data = load_splits(cfg, ("train",), None, progress=False)["train"]
-    source = BatchSource(data, args.batch, shuffle=True, seed=0, spec=CropSpec(**cfg["data"]["crop"]))
+    source = BatchSource(data, args.batch, shuffle=True, seed=0, specs=view_specs(cfg))
     t0, n = time.perf_counter(), 0
     for images, _, _ in source.batches(0):
         n += len(images)

@@ -61,3 +61,16 @@ def test_crop_spec_validation():
         CropSpec(rule="fancy")
     with pytest.raises(AgekitError, match="too small"):
         CropSpec(size=8)
+
+
+def test_full_rule_zoom_takes_the_centre_or_adds_context():
+    image = np.zeros((100, 100, 3), np.uint8)
+    image[25:75, 25:75] = 255  # white centre square, half the side
+    tight = crop_face(image, CropSpec(size=20, rule="full", zoom=2.0))
+    assert tight.min() == 255  # zoom 2 keeps only the central half: all white
+    # zoom 0.5 shows a 200-pixel window around the centre: crop pixel 10 samples the image at 55 (white),
+    # crop pixel 6 samples it at 15 (black, outside the square); beyond the image the border is mirrored
+    wide = crop_face(image, CropSpec(size=20, rule="full", zoom=0.5))
+    assert wide.shape == (20, 20, 3) and wide[10, 10, 0] == 255 and wide[6, 10, 0] == 0 and wide[10, 6, 0] == 0
+    with pytest.raises(AgekitError, match="zoom"):
+        CropSpec(zoom=10)

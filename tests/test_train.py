@@ -50,7 +50,7 @@ def test_training_on_utkface_slice_lowers_validation_mae(utkface_root, tmp_path)
     assert summary["best_val_mae"] < prior_mae * 0.85
     assert summary["best_val_mae"] == pytest.approx(min(val), abs=1e-3)
     payload = read_checkpoint(run / "best.pt")
-    assert payload["inference"]["crop"] == {"size": 32, "rule": "full", "margin": 0.4}
+    assert payload["inference"]["crop"] == {"size": 32, "rule": "full", "margin": 0.4, "zoom": 1.0}
     assert payload["inference"]["method"] == "dldl_v2" and payload["inference"]["age_max"] == 100
 
 
@@ -119,3 +119,34 @@ def test_eval_command_writes_a_full_report(tmp_path, capsys):
     assert report["protocol"]["crop"]["size"] == 32 and report["protocol"]["method"] == "dldl_v2"
     for name in ("report.md", "pred_vs_true.png", "mae_by_age.png", "error_hist.png", "examples.png"):
         assert (tmp_path / "rep" / name).is_file(), name
+
+
+def test_multi_input_model_trains_resumes_and_evaluates(tmp_path, capsys):
+    """Two crops of each face (tight 32x32 and a wider 48x48 view) through separate stems, fused."""
+    from agekit.cli import main
+    from agekit.engine.model import build_model
+
+    views = ["data.extra_views=[{size: 48, zoom: 0.7}]", "data.crop.zoom=1.3"]
+    cfg = tiny_config(tmp_path, "mv", "train.max_steps=5", *views)
+    model = build_model(cfg)
+    assert model.num_views == 2 and model.num_features == 2 * model.backbone.num_features
+    out = model([torch.rand(2, 3, 32, 32), torch.rand(2, 3, 48, 48)])
+    out["age"].sum().backward()
+    assert model.extra_backbones[0].parameters().__next__().grad is not None
+    with pytest.raises(ValueError, match="2 input view"):
+        model(torch.rand(2, 3, 32, 32))
+
+    summary = train(cfg)
+    assert summary["steps"] == 5
+    payload = read_checkpoint(tmp_path / "mv" / "best.pt")
+    assert [v["size"] for v in payload["inference"]["views"]] == [32, 48]
+    assert main(["eval", str(tmp_path / "mv" / "best.pt"), "--split", "all", "--out", str(tmp_path / "rep"),
+                 "--no-progress"]) == 0
+    report = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert report["metrics"]["n"] == 64 and report["complexity"]["input_size"] == [32, 48]
+
+
+def test_uncached_training_skips_unreadable_images(tmp_path):
+    cfg = tiny_config(tmp_path, "nc", "train.max_steps=3", "data.cache=false")
+    (tmp_path / "data" / "img005.png").write_bytes(b"broken")
+    assert train(cfg)["steps"] == 3

@@ -2,7 +2,8 @@
 
 A `CropSpec` names the rule; checkpoints store it so inference crops exactly as training did.
 Rules:
-- "full":  the whole image resized (pre-cropped, pre-aligned chips such as UTKFace's).
+- "full":  the whole image resized (pre-cropped, pre-aligned chips such as UTKFace's); `zoom` > 1 keeps
+           only the central 1/zoom of it (a tighter face view), < 1 adds reflected border (more context).
 - "align": a similarity transform putting 5 landmarks (eyes, nose tip, mouth corners) onto a canonical
            template, so the eyes are level and the face has a fixed scale; `margin` adds context.
            68-point landmarks are reduced to 5. Without landmarks a face box is used, else the full image.
@@ -30,6 +31,7 @@ class CropSpec:
     size: int = 64
     rule: str = "full"
     margin: float = 0.4  # "align": fraction of the template canvas added around the face
+    zoom: float = 1.0  # "full": magnification about the image centre
 
     def __post_init__(self):
         if self.rule not in CROP_RULES:
@@ -38,10 +40,13 @@ class CropSpec:
             raise AgekitError(f"crop size {self.size} too small (minimum 16)")
         if not 0.0 <= self.margin <= 2.0:
             raise AgekitError(f"crop margin {self.margin} outside [0, 2]")
+        if not 0.25 <= self.zoom <= 4.0:
+            raise AgekitError(f"crop zoom {self.zoom} outside [0.25, 4]")
 
     def tag(self) -> str:
         """Short string used in cache keys."""
-        return f"{self.rule}{self.size}" + (f"m{self.margin:g}" if self.rule == "align" else "")
+        extra = f"m{self.margin:g}" if self.rule == "align" else (f"z{self.zoom:g}" if self.zoom != 1 else "")
+        return f"{self.rule}{self.size}{extra}"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,6 +92,10 @@ def crop_face(image: np.ndarray, spec: CropSpec, landmarks=None, box=None) -> np
         matrix = alignment_matrix(five_points(landmarks), size, spec.margin)
     elif spec.rule == "align" and box is not None:
         matrix = box_matrix(box, size, spec.margin)
+    elif spec.zoom != 1.0:
+        h, w = image.shape[:2]
+        side = max(h, w) / spec.zoom
+        matrix = box_matrix(((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2), size, 0.0)
     else:
         interp = cv2.INTER_AREA if min(image.shape[:2]) > size else cv2.INTER_LINEAR
         return cv2.resize(image, (size, size), interpolation=interp)

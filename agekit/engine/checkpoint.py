@@ -41,6 +41,7 @@ def inference_spec(cfg: dict) -> dict:
         "backbone": cfg["model"]["backbone"],
         "crop": cfg["data"]["crop"],
         "input_size": cfg["data"]["crop"]["size"],
+        "views": [cfg["data"]["crop"]] + [{**cfg["data"]["crop"], **v} for v in cfg["data"]["extra_views"]],
         "mean": cfg["model"]["mean"],
         "std": cfg["model"]["std"],
         "gender": cfg["gender"]["enabled"],

@@ -10,11 +10,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from agekit.data.cache import build_or_load, load_crop
-from agekit.data.preprocess import CropSpec
+from agekit.data.cache import build_or_load
+from agekit.data.preprocess import CropSpec, crop_face
 from agekit.data.records import AGE_VALID_RANGE, read_dataset
 from agekit.data.splits import assign_splits, hash_unit, select, write_split_file
-from agekit.errors import AgekitError
+from agekit.errors import AgekitError, ImageError
+from agekit.io import load_image
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +35,27 @@ def data_root(cfg: dict) -> Path:
 
 @dataclass
 class SplitData:
-    """Crops and labels of one split. images: (N, S, S, 3) uint8 (None when uncached)."""
+    """Crops and labels of one split. views: one (N, S_v, S_v, 3) uint8 array per crop view
+    (None when uncached: training then decodes per batch)."""
 
     records: list
-    images: np.ndarray | None
+    views: list | None
     ages: np.ndarray
     genders: np.ndarray  # -1 where unknown
+
+
+def view_specs(cfg: dict) -> list:
+    """The crop of every input view: data.crop first, then data.extra_views (each overriding data.crop)."""
+    base = cfg["data"]["crop"]
+    specs = []
+    for i, view in enumerate([base] + list(cfg["data"]["extra_views"])):
+        if not isinstance(view, dict):
+            raise AgekitError(f"data.extra_views[{i - 1}] must be a mapping like {{size: 64, zoom: 1.4}}")
+        try:
+            specs.append(CropSpec(**{**base, **view}))
+        except TypeError as exc:
+            raise AgekitError(f"data.extra_views[{i - 1}]: {exc}") from None
+    return specs
 
 
 def _labels(records):
@@ -67,7 +83,7 @@ def load_splits(cfg: dict, splits=("train", "val"), run_dir=None, progress=True)
     assignment, header = assign_splits(records, d["split"])
     if run_dir is not None:
         write_split_file(Path(run_dir) / "split.csv", assignment, header)
-    spec = CropSpec(**d["crop"])
+    specs = view_specs(cfg)
     out = {}
     for split in splits:
         chosen = list(records) if split == "all" else select(records, assignment, split)
@@ -76,41 +92,66 @@ def load_splits(cfg: dict, splits=("train", "val"), run_dir=None, progress=True)
             chosen = seeded_subset(chosen, int(limit), cfg["seed"])
         if not chosen:
             raise AgekitError(f"split '{split}' of {root} is empty (split {d['split']})")
+        views = None
         if d["cache"] or split != "train":
             # without the cache only training decodes per batch; evaluation splits are cropped in memory once
-            cache = build_or_load(d["dataset"], chosen, spec, d["cache_dir"], progress=progress,
-                                  use_cache=d["cache"])
-            chosen, images = cache.records, cache.images
-        else:
-            images = None
-        out[split] = SplitData(chosen, images, *_labels(chosen))
+            views, chosen = _cropped_views(d, chosen, specs, progress)
+        out[split] = SplitData(chosen, views, *_labels(chosen))
     out["_split_header"] = header
     return out
+
+
+def _cropped_views(d: dict, records, specs, progress):
+    """Crop every view; keep only the records that every view could read."""
+    caches = [build_or_load(d["dataset"], records, spec, d["cache_dir"], progress=progress, use_cache=d["cache"])
+              for spec in specs]
+    failed = set().union(*(c.failures for c in caches))
+    if len(caches) > 1 and failed:
+        keep = [i for i, r in enumerate(records) if r.key not in failed]
+        positions = [{r.key: j for j, r in enumerate(c.records)} for c in caches]
+        views = [c.images[[pos[records[i].key] for i in keep]] for c, pos in zip(caches, positions)]
+        return views, [records[i] for i in keep]
+    return [c.images for c in caches], caches[0].records
 
 
 class CropDataset(Dataset):
     """The uncached path: decode + crop on every access (what the cache saves)."""
 
-    def __init__(self, records, spec: CropSpec):
-        self.records, self.spec = records, spec
+    def __init__(self, records, specs: list):
+        self.records, self.specs = records, specs
 
     def __len__(self):
         return len(self.records)
 
     def __getitem__(self, i):
-        return torch.from_numpy(load_crop(self.records[i], self.spec)), i
+        r = self.records[i]
+        try:
+            image = load_image(r.path)  # decoded once; every view is cropped from the same pixels
+        except ImageError as exc:
+            log.warning("skipping %s", exc)
+            return None
+        return [torch.from_numpy(crop_face(image, s, landmarks=r.landmarks, box=r.box)) for s in self.specs], i
+
+
+def _collate_readable(items):
+    """Batch the items that could be read (unreadable files come back as None and are dropped)."""
+    items = [item for item in items if item is not None]
+    if not items:
+        return None
+    return torch.utils.data.default_collate(items)
 
 
 class BatchSource:
-    """Yields (uint8 images (B, S, S, 3), ages (B,), genders (B,)) for one epoch of one split.
+    """Yields (views, ages (B,), genders (B,)) for one epoch of one split; views = one uint8 tensor
+    (B, S_v, S_v, 3) per crop view.
 
     Uses a DistributedSampler (plain shuffling when world == 1) so every rank sees its share; `skip`
     drops the first batches of the epoch, which makes a resumed epoch continue where it stopped.
     """
 
     def __init__(self, data: SplitData, batch_size: int, *, shuffle: bool, seed: int, rank=0, world=1,
-                 spec: CropSpec | None = None, workers: int = 2):
-        self.data, self.batch_size, self.spec, self.workers = data, batch_size, spec, workers
+                 specs: list | None = None, workers: int = 2):
+        self.data, self.batch_size, self.specs, self.workers = data, batch_size, specs, workers
         self.sampler = DistributedSampler(range(len(data.records)), num_replicas=world, rank=rank,
                                           shuffle=shuffle, seed=seed, drop_last=shuffle)
 
@@ -122,18 +163,22 @@ class BatchSource:
         self.sampler.set_epoch(epoch)
         order = np.fromiter(iter(self.sampler), dtype=np.int64)
         n_batches = len(self)
-        if self.data.images is None:
+        if self.data.views is None:
             yield from self._decoded_batches(order, n_batches, skip)
             return
         for b in range(skip, n_batches):
             idx = np.sort(order[b * self.batch_size:(b + 1) * self.batch_size])  # sorted: faster gather
-            yield (torch.from_numpy(self.data.images[idx]), torch.from_numpy(self.data.ages[idx]),
+            yield ([torch.from_numpy(v[idx]) for v in self.data.views], torch.from_numpy(self.data.ages[idx]),
                    torch.from_numpy(self.data.genders[idx]))
 
     def _decoded_batches(self, order, n_batches, skip):
         subset = order[skip * self.batch_size: n_batches * self.batch_size]
-        loader = DataLoader(CropDataset(self.data.records, self.spec), batch_size=self.batch_size,
-                            sampler=subset.tolist(), num_workers=self.workers, persistent_workers=False)
-        for images, idx in loader:
+        loader = DataLoader(CropDataset(self.data.records, self.specs), batch_size=self.batch_size,
+                            sampler=subset.tolist(), num_workers=self.workers, persistent_workers=False,
+                            collate_fn=_collate_readable)
+        for batch in loader:
+            if batch is None:
+                continue
+            views, idx = batch
             idx = idx.numpy()
-            yield images, torch.from_numpy(self.data.ages[idx]), torch.from_numpy(self.data.genders[idx])
+            yield views, torch.from_numpy(self.data.ages[idx]), torch.from_numpy(self.data.genders[idx])

@@ -10,7 +10,7 @@ import numpy as np
 from agekit.data.cache import load_crop
 from agekit.data.preprocess import CropSpec
 from agekit.engine.checkpoint import load_model
-from agekit.engine.data import data_root, load_splits
+from agekit.engine.data import data_root, load_splits, view_specs
 from agekit.engine.inference import predict_images
 from agekit.engine.precision import resolve_precision
 
@@ -41,7 +41,7 @@ def evaluate_checkpoint(checkpoint, *, split="test", dataset=None, root=None, sp
     part, header = data[split], data["_split_header"]
     precision = resolve_precision("fp32" if device == "cpu" else "auto", torch.device(device))
     t0 = time.perf_counter()
-    pred = predict_images(model, part.images, batch_size=batch_size, device=device, precision=precision)
+    pred = predict_images(model, part.views, batch_size=batch_size, device=device, precision=precision)
     seconds = time.perf_counter() - t0
 
     records = part.records
@@ -74,7 +74,8 @@ def evaluate_checkpoint(checkpoint, *, split="test", dataset=None, root=None, sp
     if latency:
         from agekit.eval.complexity import model_complexity
 
-        complexity = model_complexity(model.cpu(), d["crop"]["size"])
+        sizes = [spec.size for spec in view_specs(cfg)]
+        complexity = model_complexity(model.cpu(), sizes[0] if len(sizes) == 1 else sizes)
     rows = []
     for i, r in enumerate(records):
         row = {"key": r.key, "path": r.path, "true_age": float(part.ages[i]), "pred_age": float(pred["age"][i]),

@@ -16,9 +16,8 @@ from tqdm import tqdm
 
 from agekit.config import dump_config
 from agekit.data.augment import AugmentSpec, augment_batch
-from agekit.data.preprocess import CropSpec
 from agekit.engine.checkpoint import read_checkpoint, save_checkpoint, unwrap
-from agekit.engine.data import BatchSource, load_splits
+from agekit.engine.data import BatchSource, load_splits, view_specs
 from agekit.engine.distributed import init_distributed, shutdown_distributed
 from agekit.engine.inference import autocast_context, to_input
 from agekit.engine.model import build_model
@@ -121,10 +120,10 @@ class Trainer:
         if not self.main:
             data = load_splits(cfg, ("train", "val"), None, progress=False)
         self.train_data, self.val_data, self.split_header = data["train"], data["val"], data["_split_header"]
-        spec = CropSpec(**cfg["data"]["crop"])
+        specs = view_specs(cfg)
         per_rank = max(1, t["batch_size"] // ctx.world)
         self.source = BatchSource(self.train_data, per_rank, shuffle=True, seed=cfg["seed"], rank=ctx.rank,
-                                  world=ctx.world, spec=spec)
+                                  world=ctx.world, specs=specs)
         if len(self.source) == 0:
             raise AgekitError(f"train split has {len(self.train_data.records)} images, fewer than one batch "
                               f"of {per_rank}; lower train.batch_size")
@@ -198,10 +197,20 @@ class Trainer:
         save_checkpoint(self.run_dir / name, self.model, self.cfg, state=state, metrics=metrics)
 
     # ---- the loop -----------------------------------------------------------------------------
-    def step_batch(self, images, ages, genders):
-        x = to_input(images, self.device, self.channels_last)
+    def augment(self, views: list) -> list:
+        """Augment every view with the same random draws, so all views of a face move together."""
+        state = self.gen.get_state()
+        out = []
+        for i, view in enumerate(views):
+            if i:
+                self.gen.set_state(state)
+            out.append(augment_batch(view, self.aug, self.gen))
+        return out
+
+    def step_batch(self, views, ages, genders):
+        x = to_input(views, self.device, self.channels_last)
         if self.cfg["augment"]["enabled"]:
-            x = augment_batch(x, self.aug, self.gen)
+            x = self.augment(x)
         ages, genders = ages.to(self.device), genders.to(self.device)
         with autocast_context(self.device, self.precision):
             out = self.model(x)
@@ -234,7 +243,7 @@ class Trainer:
         bs = self.t["eval_batch_size"]
         for start in range(0, len(idx), bs):
             part = idx[start:start + bs]
-            x = to_input(self.val_data.images[part], self.device, self.channels_last)
+            x = to_input([view[part] for view in self.val_data.views], self.device, self.channels_last)
             with autocast_context(self.device, self.precision):
                 pred = net.method.decode(net(x)["age"]).mean.float().cpu().numpy()
             abs_sum += float(np.abs(pred - self.val_data.ages[part]).sum())
@@ -256,11 +265,11 @@ class Trainer:
         self._save("last.pt", full=True, metrics={"val_mae": val_mae, "step": st["step"]})
         if self.main:
             lr = self.optimizer.param_groups[0]["lr"]
-            self.csv.write(step=st["step"], epoch=st["epoch"] + 1, split="val", mae=f"{val_mae:.4f}",
+            self.csv.write(step=st["step"], epoch=f"{self.epochs_done():.3f}", split="val", mae=f"{val_mae:.4f}",
                            lr=f"{lr:.3g}", elapsed_s=f"{st['train_time_s']:.1f}")
             if self.tb:
                 self.tb.add_scalar("val/mae", val_mae, st["step"])
-            log.info("step %d epoch %d: val MAE %.3f%s", st["step"], st["epoch"] + 1, val_mae,
+            log.info("step %d epoch %.2f: val MAE %.3f%s", st["step"], self.epochs_done(), val_mae,
                      " (best)" if improved else "")
         patience = self.t["early_stop_patience"]
         return bool(patience) and st["bad_validations"] >= patience
@@ -276,15 +285,15 @@ class Trainer:
         while not stop and st["epoch"] < t["epochs"]:
             # train_time_s counts loading + stepping (what the crop cache speeds up), not validation
             tick = time.perf_counter()
-            for images, ages, genders in self.source.batches(st["epoch"], skip=st["batch_in_epoch"]):
-                loss, mae = self.step_batch(images, ages, genders)
+            for views, ages, genders in self.source.batches(st["epoch"], skip=st["batch_in_epoch"]):
+                loss, mae = self.step_batch(views, ages, genders)
                 now = time.perf_counter()
                 st["train_time_s"] += now - tick
                 tick = now
                 st["step"] += 1
                 st["batch_in_epoch"] += 1
-                st["images_seen"] += len(images) * self.ctx.world
-                window_imgs += len(images) * self.ctx.world
+                st["images_seen"] += len(ages) * self.ctx.world
+                window_imgs += len(ages) * self.ctx.world
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}", mae=f"{mae:.2f}", epoch=st["epoch"] + 1)
                 if self.main and st["step"] % t["log_every_steps"] == 0:
@@ -312,11 +321,16 @@ class Trainer:
         bar.close()
         return self.summary()
 
+    def epochs_done(self) -> float:
+        """Training progress in epochs (fractional): the 'epoch' column of metrics.csv."""
+        return self.state["step"] / self.steps_per_epoch
+
     def _log_train(self, loss: float, mae: float, rate: float):
         st = self.state
         lr = self.optimizer.param_groups[0]["lr"]
-        self.csv.write(step=st["step"], epoch=st["epoch"] + 1, split="train", loss=f"{loss:.4f}", mae=f"{mae:.3f}",
-                       lr=f"{lr:.3g}", images_per_s=f"{rate:.1f}", elapsed_s=f"{st['train_time_s']:.1f}")
+        self.csv.write(step=st["step"], epoch=f"{self.epochs_done():.3f}", split="train", loss=f"{loss:.4f}",
+                       mae=f"{mae:.3f}", lr=f"{lr:.3g}", images_per_s=f"{rate:.1f}",
+                       elapsed_s=f"{st['train_time_s']:.1f}")
         if self.tb:
             self.tb.add_scalar("train/loss", loss, st["step"])
             self.tb.add_scalar("train/mae", mae, st["step"])

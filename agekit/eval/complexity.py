@@ -18,13 +18,20 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+def example_input(input_size, device="cpu"):
+    """A zero batch-1 input: (1, 3, S, S) for an int S; a list of them for a multi-input model's sizes."""
+    if isinstance(input_size, (list, tuple)):
+        return [example_input(s, device) for s in input_size]
+    return torch.zeros(1, 3, input_size, input_size, device=device)
+
+
 def gmacs(model: nn.Module, input_size: int) -> float:
     """Multiply-accumulates (x 1e9) of one eval-mode forward pass on a (1, 3, S, S) input, S = input_size.
 
     Counted with torch's FlopCounterMode, which counts 2 FLOPs per MAC (so MACs = FLOPs / 2) and only
     matmul/conv-like ops: bias adds, activations and normalisation are not counted, as in most papers.
     """
-    x = torch.zeros(1, 3, input_size, input_size, device=_device(model))
+    x = example_input(input_size, _device(model))
     counter = FlopCounterMode(display=False)
     with _eval_mode(model), torch.no_grad(), counter:
         model(x)
@@ -41,7 +48,7 @@ def cpu_latency_ms(model: nn.Module, input_size: int, threads: int = 1, warmup: 
     """
     if _device(model).type != "cpu":
         model = copy.deepcopy(model).cpu()
-    x = torch.zeros(1, 3, input_size, input_size)
+    x = example_input(input_size)
     times = []
     with _num_threads(threads), _eval_mode(model), torch.inference_mode():
         for _ in range(warmup):
@@ -61,7 +68,7 @@ def model_complexity(model: nn.Module, input_size: int, threads: int = 1, warmup
         "params": count_parameters(model),
         "params_trainable": count_parameters(model, trainable_only=True),
         "gmacs": gmacs(model, input_size),
-        "input_size": int(input_size),
+        "input_size": input_size if isinstance(input_size, (list, tuple)) else int(input_size),
         "latency_ms_median": median,
         "latency_ms_p90": p90,
         "threads": int(threads),
