@@ -78,6 +78,12 @@ def test_second_run_retrains_nothing(finished, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("must not run")
 
+    # a run made before a config key existed still counts when the plan holds that key's default
+    config = out / "runs" / "dldl_v2-s1" / "config.yaml"
+    cfg = yaml.safe_load(config.read_text())
+    del cfg["train"]["grad_clip"]
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
     monkeypatch.setattr("agekit.engine.trainer.train", boom)
     monkeypatch.setattr("agekit.engine.evaluate.evaluate_checkpoint", boom)
     assert bench(out, manifest, "--methods", "dldl_v2,regression", "--seeds", "2") == 0

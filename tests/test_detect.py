@@ -190,6 +190,20 @@ def test_face_roll_and_retry_of_sideways_faces():
 
     assert detect_with_rotation(StillSideways(threshold=0), np.zeros((40, 60, 3), np.uint8))[1] == 0
 
+    class UprightOnlyAfterMinus90(Detector):
+        """Nothing upright; a sideways false hit when turned by 90; an upright face when turned by -90."""
+
+        calls = 0
+
+        def _detect(self, image):
+            self.calls += 1
+            if self.calls == 2:
+                return [Face((0, 0, 30, 30), sideways, 0.95)]
+            return [Face((0, 0, 30, 30), upright, 0.5)] if self.calls == 3 else []
+
+    faces, rotation = detect_with_rotation(UprightOnlyAfterMinus90(threshold=0), np.zeros((40, 60, 3), np.uint8))
+    assert rotation == -90 and faces[0].score == 0.5
+
 
 # ------------------------------------------------------------------------------ the default detector
 def test_default_finds_nothing_in_noise(detector):

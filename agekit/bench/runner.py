@@ -391,16 +391,38 @@ def _comparable(cfg: dict) -> dict:
     return cfg
 
 
+MISSING = "<missing>"
+
+
+def _default_at(path):
+    from agekit.config import DEFAULTS
+
+    node = DEFAULTS
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return MISSING
+        node = node[key]
+    return node
+
+
 def _differences(old, new, path=()) -> list[str]:
+    """Differences between two configs; a key the older run's config lacks counts as equal when the plan
+    holds its default (a setting added to agekit later, which defaults to the earlier behaviour)."""
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for key in sorted(set(old) | set(new), key=str):
-            out += _differences(old.get(key, "<missing>"), new.get(key, "<missing>"), path + (str(key),))
+            out += _differences(old.get(key, MISSING), new.get(key, MISSING), path + (str(key),))
         return out
-    numbers = isinstance(old, (int, float)) and isinstance(new, (int, float))
-    if old != new and not (numbers and float(old) == float(new)):
+    if old == MISSING and new != MISSING and _same(json.loads(json.dumps(_default_at(path), default=str)), new):
+        return []
+    if not _same(old, new):
         return [f"{'.'.join(path)}: {old!r} there, {new!r} now"]
     return []
+
+
+def _same(a, b) -> bool:
+    numbers = isinstance(a, (int, float)) and isinstance(b, (int, float))
+    return a == b or (numbers and float(a) == float(b))
 
 
 def check_run_folder(run: dict) -> None:
@@ -575,8 +597,14 @@ def _evaluate(run: dict, latency: bool, progress: bool, report: bool = True) -> 
     from agekit.engine.evaluate import evaluate_checkpoint
     from agekit.io import write_json_atomic
 
+    device = str(run["cfg"]["train"]["device"])
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     result = evaluate_checkpoint(run["run_dir"] / "best.pt", split="test", out_dir=eval_dir(run) if report else None,
-                                 latency=latency, progress=progress)
+                                 device=device if device.startswith("cuda") else "cpu", latency=latency,
+                                 progress=progress)
     if not report:
         write_json_atomic(eval_dir(run) / "metrics.json", {"title": f"{run['name']} seed {run['seed']}",
                                                            "metrics": result["metrics"],
@@ -620,8 +648,9 @@ def execute(plan: Plan, progress: bool = True, eval_report: bool = True) -> dict
             except Exception as exc:  # one method failing must not lose the others' results
                 log.exception("bench %s failed", label)
                 run["run_dir"].mkdir(parents=True, exist_ok=True)
-                error_file.write_text(f"{type(exc).__name__}: {exc}\n")
-                failures.append((label, f"{type(exc).__name__}: {exc}"))
+                message = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+                error_file.write_text(message + "\n")
+                failures.append((label, message))
             write_tables(plan, with_plot=False)
     except KeyboardInterrupt:
         log.warning("bench interrupted: finished runs are kept and the interrupted one saved its last.pt; "

@@ -12,7 +12,6 @@ rebuilt at any time from whatever runs have finished. Conventions:
 from __future__ import annotations
 
 import math
-import shlex
 
 import numpy as np
 
@@ -155,8 +154,9 @@ def _table(rows: list[dict]) -> list[str]:
     out += ["", "MAE in years on the test split (best-validation checkpoint of each run): mean ± sample std "
                 "(ddof=1) over the seeds, '—' where a row has one seed. CS(5), ε-error and gender accuracy "
                 "are means over the same seeds; ε-error needs apparent-age std labels, gender accuracy a "
-                "gender head; '—' where not applicable. Latency: batch-1 CPU forward, 1 thread, median of "
-                "30, measured once per row."]
+                "gender head; '—' where not applicable. Train time: the training steps with their data "
+                "loading (not validation or testing), mean per run. Latency: batch-1 CPU forward, 1 thread, "
+                "median of 30, measured once per row."]
     return out
 
 
@@ -227,7 +227,3 @@ def write_results(out_dir, results: dict, with_plot: bool = True) -> dict:
         files["png"] = out_dir / "results.png"
         plot(results, files["png"])
     return files
-
-
-def command_line(argv: list[str]) -> str:
-    return "agekit bench " + shlex.join(argv)

@@ -77,10 +77,10 @@ def build_or_load(dataset: str, records, spec: CropSpec, cache_dir=None, workers
     npy, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
     if use_cache and npy.is_file() and meta_path.is_file():
         meta = json.loads(meta_path.read_text())
-        images = np.load(npy, mmap_mode="r")
+        images = np.load(npy)  # fully in memory (and writable): batches are gathered from it every step
         if images.shape[0] == len(records):
             log.debug("cache hit %s", npy)
-            return FaceCache(records, np.ascontiguousarray(images), dict(meta["failures"]))
+            return FaceCache(records, images, dict(meta["failures"]))
     images, failures = _build(records, spec, workers, progress, desc=f"cropping {dataset} ({spec.tag()})")
     if failures:
         log.warning("%d of %d images could not be read and are skipped (first: %s: %s)",

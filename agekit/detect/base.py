@@ -199,16 +199,22 @@ def face_roll(face: Face) -> float:
     return float(np.degrees(np.arctan2(up[0], -up[1])))
 
 
-def detect_with_rotation(detector: Detector, image, rotations=RETRY_ROTATIONS,
-                         max_roll: float | None = 60.0) -> tuple[list[Face], int]:
-    """Detect faces, retrying on the image turned by a quarter or half turn when it looks sideways.
+def _upright_evidence(faces: list[Face], max_roll: float | None) -> float:
+    """Sum of the scores of the faces that look upright (|face_roll| <= max_roll; all when None)."""
+    return sum(f.score for f in faces if max_roll is None or abs(face_roll(f)) <= max_roll)
 
-    1. No face in the upright image: retry turned by 90, -90 then 180 degrees (`rotations`); the first
-       angle that gives faces wins.
-    2. Faces found, but the best one's landmarks say it lies on its side or upside down (|face_roll| >
-       `max_roll`; None disables this): detectors such as CenterFace still find many sideways faces, with
-       unreliable landmarks. The image is turned by the quarter/half turn that would make that face upright
-       and that result is used when its best face does look upright there (else the first pass's faces).
+
+def detect_with_rotation(detector: Detector, image, rotations=RETRY_ROTATIONS,
+                         max_roll: float | None = 45.0) -> tuple[list[Face], int]:
+    """Detect faces, retrying on the image turned by 90, -90 and 180 degrees when it looks turned.
+
+    The upright image is used as is when its best face looks upright (|face_roll| <= `max_roll`, from the
+    landmarks). Otherwise - no face at all, or a best face lying on its side or upside down (CenterFace,
+    for one, still finds many sideways faces, with unreliable landmarks) - the image is also searched turned
+    by each angle of `rotations`, and the orientation whose upright-looking faces have the largest total
+    score wins; when no orientation has an upright-looking face, the first that has any face wins (0 first).
+    `max_roll=None` turns the landmark check off: then only an image without faces is retried, and the
+    first angle that gives faces wins.
 
     Returns (faces, rotation): `rotation` is 0 when the upright image was used, else the angle (counter-
     clockwise degrees, as `np.rot90(image, rotation // 90)`) of the turned image the faces come from;
@@ -220,21 +226,21 @@ def detect_with_rotation(detector: Detector, image, rotations=RETRY_ROTATIONS,
     """
     image = as_rgb(image)
     height, width = image.shape[:2]
-    faces = detector.detect(image)
-    if faces:
-        roll = face_roll(faces[0])
-        if max_roll is None or abs(roll) <= max_roll:
-            return faces, 0
-        rotation = 180 if abs(roll) > 135 else (90 if roll > 0 else -90)
-        turned = detector.detect(rotate_image(image, rotation))
-        if turned and abs(face_roll(turned[0])) <= max_roll:
-            return [unrotate_face(f, rotation, width, height) for f in turned], rotation
-        return faces, 0
+    found = {0: detector.detect(image)}
+    if found[0] and (max_roll is None or abs(face_roll(found[0][0])) <= max_roll):
+        return found[0], 0
     for rotation in rotations:
-        faces = detector.detect(rotate_image(image, rotation))
-        if faces:
-            return [unrotate_face(f, rotation, width, height) for f in faces], int(rotation)
-    return [], 0
+        found[int(rotation)] = detector.detect(rotate_image(image, rotation))
+        if max_roll is None and found[int(rotation)]:
+            break
+    # Evidence is judged in each turned frame, where an upright face has a small roll.
+    scored = [(_upright_evidence(faces, max_roll), -order, rotation)
+              for order, (rotation, faces) in enumerate(found.items()) if faces]
+    if not scored:
+        return [], 0
+    best = max(scored)
+    rotation = best[2] if best[0] > 0 else next(r for r, faces in found.items() if faces)
+    return [unrotate_face(f, rotation, width, height) for f in found[rotation]], rotation
 
 
 def missing_dependency(backend: str, package: str, exc: Exception) -> AgekitError:

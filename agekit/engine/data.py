@@ -84,6 +84,12 @@ def load_splits(cfg: dict, splits=("train", "val"), run_dir=None, progress=True)
     if run_dir is not None:
         write_split_file(Path(run_dir) / "split.csv", assignment, header)
     specs = view_specs(cfg)
+    # Without subset limits, crop the whole dataset once and slice the splits from it: one cache then
+    # serves every split and every fold (leave-one-person-out would otherwise build one per subject).
+    whole = None
+    if d["cache"] and not (d["limit_train"] or d["limit_eval"]):
+        whole_views, kept = _cropped_views(d, records, specs, progress)
+        whole = (whole_views, {r.key: i for i, r in enumerate(kept)})
     out = {}
     for split in splits:
         chosen = list(records) if split == "all" else select(records, assignment, split)
@@ -93,7 +99,12 @@ def load_splits(cfg: dict, splits=("train", "val"), run_dir=None, progress=True)
         if not chosen:
             raise AgekitError(f"split '{split}' of {root} is empty (split {d['split']})")
         views = None
-        if d["cache"] or split != "train":
+        if whole is not None:
+            whole_views, index = whole
+            chosen = [r for r in chosen if r.key in index]
+            rows = np.array([index[r.key] for r in chosen], dtype=np.int64)
+            views = [v[rows] for v in whole_views]
+        elif d["cache"] or split != "train":
             # without the cache only training decodes per batch; evaluation splits are cropped in memory once
             views, chosen = _cropped_views(d, chosen, specs, progress)
         out[split] = SplitData(chosen, views, *_labels(chosen))
