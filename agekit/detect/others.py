@@ -8,7 +8,8 @@ probabilities; the detector finds faces of about 80 px and larger per upsampling
 
 centerface-dlib68: the default CenterFace boxes and scores, with landmarks from the same dlib 68-point
 predictor (started from the box dlib's HOG detector would give: CenterFace's box mapped by DLIB_BOX_IN_CF,
-the median relation measured on 118 UTKFace chips pasted on noise). Same licence caveat.
+the median relation measured on 118 UTKFace chips pasted on noise); faces CenterFace sees turned by more
+than 45 degrees keep CenterFace's points. Same licence caveat.
 
 Neither is needed by the default detector.
 """
@@ -21,10 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from agekit.data.preprocess import five_points
-from agekit.detect.base import Detector, Face, missing_dependency
+from agekit.detect.base import Detector, Face, face_roll, missing_dependency
 from agekit.errors import AgekitError
 
 
+# Faces whose CenterFace landmarks say they are turned by more than this keep CenterFace's landmarks.
+ROLL_LIMIT = 45.0
 # dlib HOG box as fractions of the CenterFace box (x1, y1, x2, y2), median over 118 UTKFace chips.
 DLIB_BOX_IN_CF = (-0.039, 0.115, 1.016, 0.99)
 
@@ -94,6 +97,11 @@ class CenterFaceDlib68Detector(Detector):
     def _detect(self, image: np.ndarray) -> list[Face]:
         faces = []
         for face in self._centerface._detect(image):
+            if abs(face_roll(face)) > ROLL_LIMIT:
+                # The predictor always fits an upright face shape; keep CenterFace's points for a face lying
+                # on its side so that `detect_with_rotation` can still see it is turned.
+                faces.append(face)
+                continue
             x1, y1, x2, y2 = face.box
             w, h = x2 - x1, y2 - y1
             fx1, fy1, fx2, fy2 = DLIB_BOX_IN_CF
