@@ -43,8 +43,8 @@ def loader_rate(args, cache, cache_dir) -> float:
     data = load_splits(cfg, ("train",), None, progress=False)["train"]
     source = BatchSource(data, args.batch, shuffle=True, seed=0, specs=view_specs(cfg))
     t0, n = time.perf_counter(), 0
-    for images, _, _ in source.batches(0):
-        n += len(images)
+    for _, ages, _ in source.batches(0):
+        n += len(ages)
     return round(n / (time.perf_counter() - t0), 1)
 
 

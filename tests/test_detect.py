@@ -270,6 +270,17 @@ def test_grayscale_photo_works(detector, chips):
         assert len(faces) == 1 and iou(faces[0].box, truth) > 0.5
 
 
+def test_large_photo_is_shrunk_and_mapped_back(chips):
+    try:
+        det = create_detector(threads=1, max_side=640)
+    except AgekitError as exc:
+        pytest.skip(f"default face detector unavailable: {exc}")
+    scene = noise_scene(seed=9, height=1500, width=2000)
+    truth = paste(scene, chips[0], 1200, 700, 500)
+    faces = det.detect(scene)
+    assert len(faces) == 1 and iou(faces[0].box, truth) > 0.5
+
+
 def test_faces_cut_by_the_border_do_not_crash(detector, chips):
     scene = noise_scene(seed=7, height=300, width=400)
     paste(scene, chips[2], -60, -50, 160)
@@ -293,7 +304,7 @@ def test_optional_dlib_backends_find_a_face(chips, name):
     except AgekitError as exc:
         pytest.skip(f"{name} unavailable: {exc}")
     scene = noise_scene(seed=8)
-    truth = paste(scene, chips[1], 200, 120, 170)
+    truth = paste(scene, chips[3], 200, 120, 170)   # a frontal face: HOG misses some chips (see the benchmark)
     faces = det.detect(scene)
     assert len(faces) == 1 and iou(faces[0].box, truth) > 0.5
     assert faces[0].landmarks[0, 0] < faces[0].landmarks[1, 0] < faces[0].box[2]

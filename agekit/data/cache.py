@@ -22,7 +22,7 @@ from agekit.errors import ImageError
 from agekit.io import atomic_path, load_image, write_json_atomic
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: FG-NET landmarks read in their own layout
 
 
 def default_cache_dir() -> Path:
@@ -35,7 +35,7 @@ def cache_key(dataset: str, records, spec: CropSpec) -> str:
         h.update(r.key.encode())
         if spec.rule == "align":
             if r.landmarks is not None:
-                h.update(np.asarray(r.landmarks, dtype=np.float32).round(2).tobytes())
+                h.update(np.asarray(r.face_points(), dtype=np.float32).round(2).tobytes())
             elif r.box is not None:
                 h.update(repr(tuple(round(float(v), 2) for v in r.box)).encode())
     return f"{dataset}-{spec.tag()}-{h.hexdigest()[:12]}"
@@ -44,7 +44,7 @@ def cache_key(dataset: str, records, spec: CropSpec) -> str:
 def load_crop(record, spec: CropSpec) -> np.ndarray:
     """Decode and crop one record: the same call the uncached data path makes."""
     image = load_image(record.path)
-    return crop_face(image, spec, landmarks=record.landmarks, box=record.box)
+    return crop_face(image, spec, landmarks=record.face_points(), box=record.box)
 
 
 def _crop_chunk(args):

@@ -52,14 +52,27 @@ class CropSpec:
         return asdict(self)
 
 
-def five_points(landmarks: np.ndarray) -> np.ndarray:
-    """Reduce (68, 2) iBUG landmarks to the (5, 2) template order; (5, 2) passes through."""
+# 68-point layouts: iBUG 300-W (most datasets and detectors) and FG-NET's own annotation, whose pupils are
+# points 31 and 36, nose tip 67 and mouth corners 48 and 54 (checked on the FG-NET .pts files).
+LANDMARK_LAYOUTS = ("ibug68", "fgnet68")
+FGNET68_TO_5 = [31, 36, 67, 48, 54]
+
+
+def five_points(landmarks: np.ndarray, layout: str | None = None) -> np.ndarray:
+    """Reduce 68-point landmarks to the (5, 2) template order; (5, 2) passes through.
+
+    layout: "ibug68" (default for 68 points) or "fgnet68".
+    """
     lm = np.asarray(landmarks, dtype=np.float64)
     if lm.shape == (5, 2):
         return lm
-    if lm.shape == (68, 2):
-        return np.stack([lm[36:42].mean(0), lm[42:48].mean(0), lm[30], lm[48], lm[54]])
-    raise AgekitError(f"landmarks must have shape (5, 2) or (68, 2), got {lm.shape}")
+    if lm.shape != (68, 2):
+        raise AgekitError(f"landmarks must have shape (5, 2) or (68, 2), got {lm.shape}")
+    if layout == "fgnet68":
+        return lm[FGNET68_TO_5]
+    if layout not in (None, "ibug68"):
+        raise AgekitError(f"landmark layout '{layout}' unknown; choose from {', '.join(LANDMARK_LAYOUTS)}")
+    return np.stack([lm[36:42].mean(0), lm[42:48].mean(0), lm[30], lm[48], lm[54]])
 
 
 def alignment_matrix(points5: np.ndarray, size: int, margin: float) -> np.ndarray:

@@ -211,7 +211,8 @@ def read_fgnet(root) -> ReadResult:
                 landmarks = read_pts(pts_path)
             except ValueError as exc:
                 bad_points.append(f"{pts_path}: {exc}")
-        out.add(path, int(age), subject=subject, landmarks=landmarks)
+        out.add(path, int(age), subject=subject, landmarks=landmarks,
+                landmark_layout="fgnet68" if landmarks is not None else None)
     if bad_points:
         log.warning("%d FG-NET landmark files unusable (images kept without landmarks), e.g. %s",
                     len(bad_points), bad_points[0])

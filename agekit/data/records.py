@@ -19,7 +19,8 @@ class FaceRecord:
     path: absolute image path. key: stable name used by split files (relative to the dataset root).
     age: real (or apparent-mean) age in years. age_std: apparent-age std where the dataset gives it.
     gender: MALE/FEMALE or None. subject: person id where known. race: dataset's race code or None.
-    landmarks: (N, 2) float array in image pixels (68 or 5 points) or None.
+    landmarks: (N, 2) float array in image pixels (68 or 5 points) or None, in `landmark_layout`
+    ("ibug68", "fgnet68"; None = 5 points or iBUG 68). face_points() gives the 5 points crops use.
     box: (x1, y1, x2, y2) face box in image pixels or None.
     """
 
@@ -33,6 +34,15 @@ class FaceRecord:
     age_std: Optional[float] = None
     landmarks: Optional[np.ndarray] = field(default=None, repr=False)
     box: Optional[tuple] = None
+    landmark_layout: Optional[str] = None
+
+    def face_points(self) -> Optional[np.ndarray]:
+        """The (5, 2) alignment points (eyes, nose tip, mouth corners), or None without landmarks."""
+        if self.landmarks is None:
+            return None
+        from agekit.data.preprocess import five_points
+
+        return five_points(self.landmarks, self.landmark_layout)
 
 
 @dataclass

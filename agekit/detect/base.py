@@ -25,7 +25,7 @@ from agekit.errors import AgekitError
 # The backend `create_detector()` gives without a name; chosen by benchmarks/detectors.py (docs/detectors.md).
 DEFAULT_DETECTOR = "centerface"
 
-# Angles `detect_with_rotation` retries, in this order, when the upright image shows no face.
+# Angles `detect_with_rotation` also searches, in this order, when the upright image shows no upright face.
 RETRY_ROTATIONS = (90, -90, 180)
 
 
@@ -243,6 +243,6 @@ def detect_with_rotation(detector: Detector, image, rotations=RETRY_ROTATIONS,
     return [unrotate_face(f, rotation, width, height) for f in found[rotation]], rotation
 
 
-def missing_dependency(backend: str, package: str, exc: Exception) -> AgekitError:
-    return AgekitError(f"face detector '{backend}' needs the '{package}' package ({exc}); "
-                       f"install it with: python -m pip install 'agekit[detect]'")
+def missing_dependency(backend: str, package: str, exc: Exception,
+                       install: str = "python -m pip install 'agekit[detect]'") -> AgekitError:
+    return AgekitError(f"face detector '{backend}' needs the '{package}' package ({exc}); install it with: {install}")

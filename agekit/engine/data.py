@@ -141,7 +141,8 @@ class CropDataset(Dataset):
         except ImageError as exc:
             log.warning("skipping %s", exc)
             return None
-        return [torch.from_numpy(crop_face(image, s, landmarks=r.landmarks, box=r.box)) for s in self.specs], i
+        points = r.face_points()
+        return [torch.from_numpy(crop_face(image, s, landmarks=points, box=r.box)) for s in self.specs], i
 
 
 def _collate_readable(items):
