@@ -27,6 +27,12 @@ def test_user_errors_are_one_line(capsys, argv, needle):
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+def test_failed_run_leaves_no_run_directory(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", f"data.root={tmp_path / 'missing'}", f"run_dir={tmp_path / 'run'}")
+    assert code == 2 and "missing" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_not_a_checkpoint(capsys, tmp_path):
     bad = tmp_path / "model.pt"
     bad.write_bytes(b"garbage")

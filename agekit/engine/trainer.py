@@ -110,12 +110,11 @@ class Trainer:
     def setup(self):
         cfg, t, ctx = self.cfg, self.t, self.ctx
         seed_everything(cfg["seed"])
-        if self.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.run_dir / "config.yaml", dump_config(cfg))
-        # Rank 0 builds the crop cache; the others wait and then read it.
+        # Rank 0 builds the crop cache; the others wait and then read it. The run directory appears only
+        # once the data could be read, so a mistyped path leaves nothing behind.
         if self.main:
             data = load_splits(cfg, ("train", "val"), self.run_dir, progress=self.progress)
+            write_text_atomic(self.run_dir / "config.yaml", dump_config(cfg))
         ctx.barrier()
         if not self.main:
             data = load_splits(cfg, ("train", "val"), None, progress=False)
