@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 import torch
 
 from agekit.data.augment import AugmentSpec, augment_batch, brightness_contrast

@@ -179,9 +179,10 @@ class Trainer:
 
     # ---- checkpoints --------------------------------------------------------------------------
     def _save(self, name: str, full: bool, metrics: dict | None = None):
-        # Each rank's augmentation RNG goes into the checkpoint so a resumed DDP run replays exactly.
+        # A full (resumable) checkpoint holds each rank's augmentation RNG, so a resumed DDP run replays
+        # exactly; every rank calls this with the same `full`, so the gather is collective.
         states = [self.gen.get_state()]
-        if self.ctx.enabled:
+        if full and self.ctx.enabled:
             import torch.distributed as dist
 
             gathered = [None] * self.ctx.world

@@ -64,6 +64,21 @@ class Method(nn.Module):
         """
 
 
+class SoftmaxAgeMethod(Method):
+    """Shared head and decoder of the methods that output a softmax over the integer ages:
+    a linear layer to K logits (B, K) and the expectation / std of the softmax as the estimate."""
+
+    def __init__(self, in_features: int, age_min: int = 0, age_max: int = 100):
+        super().__init__(in_features, age_min, age_max)
+        self.fc = nn.Linear(in_features, self.num_ages)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features)
+
+    def decode(self, outputs) -> AgeDistribution:
+        return distribution_from_probs(torch.softmax(outputs.detach().float(), dim=1), self.ages)
+
+
 def distribution_from_probs(probs: torch.Tensor, ages: torch.Tensor) -> AgeDistribution:
     """Expectation and std of a distribution over the integer ages. probs: (B, K), ages: (K,)."""
     mean = probs @ ages

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from agekit.errors import AgekitError
-from agekit.methods.base import AgeDistribution, Method, distribution_from_probs, register_method
+from agekit.methods.base import AgeDistribution, register_method, SoftmaxAgeMethod
 
 
 def age_class_index(ages: torch.Tensor, age_min: int, age_max: int) -> torch.Tensor:
@@ -29,7 +28,7 @@ DEX_DECODERS = ("expectation", "argmax")
 
 
 @register_method
-class DEX(Method):
+class DEX(SoftmaxAgeMethod):
     """DEX: one softmax class per integer age, cross-entropy on the rounded (clamped) age.
 
     outputs: logits (B, K), K = age_max - age_min + 1.
@@ -48,17 +47,13 @@ class DEX(Method):
         if decode not in DEX_DECODERS:
             raise AgekitError(f"dex decode '{decode}' unknown; choose from {', '.join(DEX_DECODERS)}")
         self.decode_rule = decode
-        self.fc = nn.Linear(in_features, self.num_ages)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(features)
 
     def loss(self, outputs, ages):
         value = dex_loss(outputs.float(), age_class_index(ages.float(), self.age_min, self.age_max))
         return value, {"ce": float(value.detach())}
 
     def decode(self, outputs) -> AgeDistribution:
-        dist = distribution_from_probs(torch.softmax(outputs.detach().float(), dim=1), self.ages)
+        dist = super().decode(outputs)
         if self.decode_rule == "argmax":
             dist = AgeDistribution(dist.probs, self.ages[dist.probs.argmax(1)], dist.std)
         return dist

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from agekit.methods.base import AgeDistribution, Method, distribution_from_probs, register_method
+from agekit.methods.base import register_method, SoftmaxAgeMethod
 
 
 def gaussian_label_distribution(ages: torch.Tensor, label_ages: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -35,7 +34,7 @@ def dldl_v2_loss(logits, ages, label_ages, sigma=2.0, lam=1.0):
 
 
 @register_method
-class DLDLv2(Method):
+class DLDLv2(SoftmaxAgeMethod):
     """DLDL-v2: softmax over integer ages, trained with KL to a Gaussian label distribution plus an L1
     loss on the expectation; decoded by the expectation. Params: sigma (label std, years), lam (L1 weight).
     The paper's hybrid max+avg pooling of the last feature map is the backbone option `model.pool=avgmax`.
@@ -50,17 +49,10 @@ class DLDLv2(Method):
     def __init__(self, in_features, age_min=0, age_max=100, sigma: float = 2.0, lam: float = 1.0):
         super().__init__(in_features, age_min, age_max)
         self.sigma, self.lam = float(sigma), float(lam)
-        self.fc = nn.Linear(in_features, self.num_ages)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(features)
 
     def loss(self, outputs, ages):
         total, kl, l1 = dldl_v2_loss(outputs, self.clamp_ages(ages), self.ages, self.sigma, self.lam)
         return total, {"kl": float(kl.detach()), "l1": float(l1.detach())}
-
-    def decode(self, outputs) -> AgeDistribution:
-        return distribution_from_probs(torch.softmax(outputs.detach().float(), dim=1), self.ages)
 
 
 def dldl_loss(logits, ages, label_ages, sigma=2.0):
@@ -74,7 +66,7 @@ def dldl_loss(logits, ages, label_ages, sigma=2.0):
 
 
 @register_method
-class DLDL(Method):
+class DLDL(SoftmaxAgeMethod):
     """DLDL: softmax over integer ages trained with KL divergence to a discretised Gaussian label
     distribution N(age, sigma^2); decoded by the expectation. Params: sigma (label std in years, default 2).
 
@@ -88,14 +80,7 @@ class DLDL(Method):
     def __init__(self, in_features, age_min=0, age_max=100, sigma: float = 2.0):
         super().__init__(in_features, age_min, age_max)
         self.sigma = float(sigma)
-        self.fc = nn.Linear(in_features, self.num_ages)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(features)
 
     def loss(self, outputs, ages):
         kl = dldl_loss(outputs.float(), self.clamp_ages(ages), self.ages, self.sigma)
         return kl, {"kl": float(kl.detach())}
-
-    def decode(self, outputs) -> AgeDistribution:
-        return distribution_from_probs(torch.softmax(outputs.detach().float(), dim=1), self.ages)

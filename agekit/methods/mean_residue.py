@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from agekit.errors import AgekitError
-from agekit.methods.base import AgeDistribution, Method, distribution_from_probs, register_method
+from agekit.methods.base import register_method, SoftmaxAgeMethod
 from agekit.methods.classification import age_class_index
 
 
@@ -64,7 +63,7 @@ def mean_residue_loss(logits, ages, label_ages, target_index, lambda1=0.2, lambd
 
 
 @register_method
-class MeanResidue(Method):
+class MeanResidue(SoftmaxAgeMethod):
     """Softmax over integer ages trained with CE + lambda1 * mean loss + lambda2 * residue loss (entropy of
     the probabilities outside a dynamic top-K); decoded by the expectation.
     Params: lambda1 (default 0.2), lambda2 (default 0.05), top_k (None = adaptive K, the paper's method;
@@ -84,10 +83,6 @@ class MeanResidue(Method):
             raise AgekitError(f"mean_residue top_k must be >= 1 (or null for adaptive), got {top_k}")
         self.lambda1, self.lambda2 = float(lambda1), float(lambda2)
         self.top_k = None if top_k is None else int(top_k)
-        self.fc = nn.Linear(in_features, self.num_ages)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(features)
 
     def loss(self, outputs, ages):
         ages = self.clamp_ages(ages)
@@ -96,6 +91,3 @@ class MeanResidue(Method):
             self.lambda1, self.lambda2, self.top_k)
         return total, {"ce": float(ce.detach()), "mean": float(mean_loss.detach()),
                        "residue": float(residue.detach()), "k": avg_k}
-
-    def decode(self, outputs) -> AgeDistribution:
-        return distribution_from_probs(torch.softmax(outputs.detach().float(), dim=1), self.ages)

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from agekit.methods.base import AgeDistribution, Method, distribution_from_probs, register_method
+from agekit.methods.base import register_method, SoftmaxAgeMethod
 from agekit.methods.classification import age_class_index
 
 
@@ -39,7 +38,7 @@ def mean_variance_loss(logits, ages, label_ages, target_index, lambda1=0.2, lamb
 
 
 @register_method
-class MeanVariance(Method):
+class MeanVariance(SoftmaxAgeMethod):
     """Softmax over integer ages trained with cross-entropy + lambda1 * mean loss + lambda2 * variance loss;
     decoded by the expectation. Params: lambda1 (default 0.2), lambda2 (default 0.05), the paper's values.
 
@@ -53,10 +52,6 @@ class MeanVariance(Method):
     def __init__(self, in_features, age_min=0, age_max=100, lambda1: float = 0.2, lambda2: float = 0.05):
         super().__init__(in_features, age_min, age_max)
         self.lambda1, self.lambda2 = float(lambda1), float(lambda2)
-        self.fc = nn.Linear(in_features, self.num_ages)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(features)
 
     def loss(self, outputs, ages):
         ages = self.clamp_ages(ages)
@@ -65,6 +60,3 @@ class MeanVariance(Method):
             self.lambda1, self.lambda2)
         return total, {"ce": float(ce.detach()), "mean": float(mean_loss.detach()),
                        "variance": float(var_loss.detach())}
-
-    def decode(self, outputs) -> AgeDistribution:
-        return distribution_from_probs(torch.softmax(outputs.detach().float(), dim=1), self.ages)

@@ -10,10 +10,9 @@ at least one integer age has positive weight.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from agekit.errors import AgekitError
-from agekit.methods.base import AgeDistribution, Method, distribution_from_probs, register_method
+from agekit.methods.base import register_method, SoftmaxAgeMethod
 from agekit.methods.dldl import kl_to_target
 
 
@@ -55,7 +54,7 @@ def soft_label_loss(logits, ages, label_ages, g=3.0, class_loss="focal", gamma=2
 
 
 @register_method
-class SoftLabels(Method):
+class SoftLabels(SoftmaxAgeMethod):
     """Softmax over integer ages trained with triangular soft labels (module docstring) under a focal and/or
     KL loss, plus an L1 loss on the expectation; decoded by the expectation.
 
@@ -78,10 +77,6 @@ class SoftLabels(Method):
             raise AgekitError(f"soft_labels g must exceed 0.5 years, got {g}")
         self.g, self.class_loss, self.gamma = float(g), class_loss, float(gamma)
         self.w_reg, self.w_class = float(w_reg), float(w_class)
-        self.fc = nn.Linear(in_features, self.num_ages)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(features)
 
     def loss(self, outputs, ages):
         total, l1, focal, kl = soft_label_loss(outputs.float(), self.clamp_ages(ages), self.ages, self.g,
@@ -92,6 +87,3 @@ class SoftLabels(Method):
         if kl is not None:
             parts["kl"] = float(kl.detach())
         return total, parts
-
-    def decode(self, outputs) -> AgeDistribution:
-        return distribution_from_probs(torch.softmax(outputs.detach().float(), dim=1), self.ages)
