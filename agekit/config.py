@@ -24,7 +24,11 @@ DEFAULTS: dict = {
         "options": {},
         "split": {"kind": "file", "file": "utkface_v1", "fold": None, "k": 5, "seed": 0,
                   "val_fraction": 0.1, "test_fraction": 0.2},
-        "crop": {"size": 64, "rule": "full", "margin": 0.4, "zoom": 1.0},
+        "crop": {"size": 64, "rule": "full", "margin": 0.4, "zoom": 1.0, "shift": 0.0},
+        # where "align" crops get their landmarks: the dataset's own annotation, or the face detector that
+        # `agekit predict` runs (detect), so that training sees exactly the crops prediction will make
+        "landmarks": "dataset",
+        "detector": "default",
         # more crops of the same face for multi-input models, e.g. [{size: 64, rule: full, zoom: 1.4}]:
         # each view gets its own backbone (stem) and their features are concatenated before the head
         "extra_views": [],
@@ -156,6 +160,7 @@ def validate(cfg: dict) -> None:
         ("train", "scheduler"): ("cosine", "step", "plateau", "none"),
         ("train", "precision"): ("auto", "fp32", "bf16", "fp16"),
         ("train", "channels_last"): ("auto", True, False),
+        ("data", "landmarks"): ("dataset", "detect"),
     }
     for (section, key), allowed in choices.items():
         if cfg[section][key] not in allowed:
@@ -165,6 +170,9 @@ def validate(cfg: dict) -> None:
             raise AgekitError(f"config train.{key} must be a positive integer, got {t[key]!r}")
     if not isinstance(t["lr"], (int, float)) or t["lr"] <= 0:
         raise AgekitError(f"config train.lr must be a positive number, got {t['lr']!r}")
+    if d["landmarks"] == "detect" and d["crop"]["rule"] != "align":
+        raise AgekitError("config data.landmarks=detect needs data.crop.rule=align (detected landmarks are "
+                          "only used to align)")
     if not d["age_min"] < d["age_max"]:
         raise AgekitError(f"config data.age_min ({d['age_min']}) must be below data.age_max ({d['age_max']})")
 

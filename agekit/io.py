@@ -41,7 +41,11 @@ def load_image(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                 return to_rgb_array(im)
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # PIL's own guard (about 179 megapixels) fires when the file is opened, before the check above
+        raise ImageError(path, f"image too large (over {Image.MAX_IMAGE_PIXELS} pixels: refused as a possible "
+                               "decompression bomb)") from None
+    except UnidentifiedImageError as exc:
         raise ImageError(path, f"not a readable image ({type(exc).__name__})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from agekit.cli import main
@@ -156,6 +157,8 @@ def test_sweep_rows_and_ctrl_c_resume(tmp_path, monkeypatch):
 @pytest.mark.parametrize("argv,needle", [
     (["--methods", "dldl_v2,nope"], "unknown method 'nope'"),
     (["--sweep", "dldl_v2.label_step=1,2"], "has no parameter 'label_step'"),
+    (["--sweep", "dldl_v2.step=1,3"], "must be > 0 and divide age_max - age_min"),
+    (["--sweep", "coral.step=2"], "coral has no label grid"),
     (["--method-params", "soft_labels:zz=1"], "has no parameter 'zz'"),
     (["--methods", "dex", "method.name=dex"], "the bench sets 'method' per run"),
     (["--seeds", "x"], "--seeds"),
@@ -166,6 +169,28 @@ def test_user_errors_are_one_line(tmp_path, capsys, argv, needle):
     assert code == 2 and needle in err and err.startswith("agekit: error:")
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_label_step_sweep_number_of_discrete_labels(finished, tmp_path):
+    """DLDL-v2's "number of discrete labels" ablation: one row per label step, the head has K labels, the
+    evaluation still sees a distribution over the integer ages."""
+    from agekit.engine.checkpoint import load_model
+
+    _, manifest = finished
+    out = tmp_path / "steps"
+    assert bench(out, manifest, "--sweep", "dldl_v2.step=5") == 0
+    res = load(out)
+    row, = res["rows"]
+    assert row["name"] == "dldl_v2[step=5]" and row["params"] == {"step": 5} and row["mae_mean"] is not None
+    folder = out / "runs" / "dldl_v2.step=5-s0"
+    assert yaml.safe_load((folder / "config.yaml").read_text())["method"] == {"name": "dldl_v2",
+                                                                               "params": {"step": 5}}
+    model, _ = load_model(folder / "best.pt")
+    assert model.method.num_labels == 21 and model.method.fc.out_features == 21
+    dist = model.method.decode(model.method(torch.randn(3, model.num_features)))
+    assert dist.probs.shape == (3, 101) and torch.allclose(dist.probs.sum(1), torch.ones(3), atol=1e-5)
+    md = (out / "results.md").read_text()
+    assert "| `dldl_v2[step=5]` |" in md and "one label every 5 years" in md
 
 
 def test_fgnet_lopo_protocol_on_subjects(finished, tmp_path):

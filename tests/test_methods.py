@@ -105,3 +105,76 @@ def test_unknown_method_and_bad_param_are_user_errors():
 def test_methods_are_documented():
     for cls in METHODS.values():
         assert cls.description and cls.paper and cls.__doc__
+
+
+# The paper each method cites (in `paper`, and in its class or module docstring); every registered method must
+# be listed here, so a new one cannot arrive without its citation.
+CITED = {"regression": "Niu", "dex": "Rothe", "dldl": "Gao", "dldl_v2": "Gao", "mean_variance": "Pan",
+         "mean_residue": "Zhao", "coral": "Cao", "or_cnn": "Niu", "soft_labels": "light age & gender study",
+         "drf": "Shen"}
+
+
+def test_every_method_cites_its_paper_and_gives_its_output_shapes():
+    import sys
+
+    assert set(CITED) == set(METHODS)
+    for name, cls in METHODS.items():
+        docs = (sys.modules[cls.__module__].__doc__ or "") + cls.__doc__
+        assert CITED[name] in cls.paper and CITED[name] in docs, name
+        assert "outputs:" in cls.__doc__ and "(B" in cls.__doc__, name  # e.g. "outputs: logits (B, K)"
+
+
+def test_methods_command_lists_every_method_with_description_and_paper(capsys):
+    from agekit.cli import main
+
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for name, cls in METHODS.items():
+        assert f"{name} " in out and cls.description in out and cls.paper in out
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_decoder_stays_a_distribution_for_extreme_outputs(name):
+    torch.manual_seed(0)
+    method = create_method(name, 16, 10, 60)
+    feats = (torch.randn(6, 16) * 1e3).requires_grad_()
+    out = method(feats)
+    loss, _ = method.loss(out, torch.tensor([10.0, 20.5, 33.0, 60.0, 71.0, 5.0]))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(feats.grad).all()
+    dist = method.decode(out)
+    assert (dist.probs >= 0).all() and torch.allclose(dist.probs.sum(1), torch.ones(6), atol=1e-5)
+    assert ((dist.mean >= 10) & (dist.mean <= 60)).all() and torch.isfinite(dist.std).all()
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_gender_head_switches_on_for_every_method(name):
+    """Multi-task age + gender: the same AgeModel adds a (B, 2) gender head to any method; the trainer's loss
+    L_age + gender.weight * CE(gender) trains both heads and the shared features."""
+    import torch.nn.functional as F
+
+    from agekit.engine.model import AgeModel
+
+    class Flat(torch.nn.Module):
+        num_features = 8
+
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3 * 4 * 4, 8)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1))
+
+    torch.manual_seed(0)
+    x, ages, genders = torch.rand(4, 3, 4, 4), torch.tensor([12.0, 30.0, 45.0, 70.0]), torch.tensor([0, 1, 1, 0])
+    off = AgeModel(Flat(), create_method(name, 8, 0, 100), [0.5] * 3, [0.25] * 3)
+    assert set(off(x)) == {"age"} and off.gender_head is None
+    model = AgeModel(Flat(), create_method(name, 8, 0, 100), [0.5] * 3, [0.25] * 3, gender=True)
+    out = model(x)
+    assert set(out) == {"age", "gender"} and out["gender"].shape == (4, 2)
+    age_loss, _ = model.method.loss(out["age"], ages)
+    gender_loss = F.cross_entropy(out["gender"], genders)
+    (age_loss + 0.5 * gender_loss).backward()
+    assert model.gender_head.weight.grad.abs().sum() > 0 and model.backbone.fc.weight.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.method.parameters())
+    assert model.method.decode(out["age"]).probs.shape == (4, 101)

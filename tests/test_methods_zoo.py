@@ -169,6 +169,19 @@ def test_gradcheck_drf_nll():
     assert torch.autograd.gradcheck(lambda s: drf_nll(routing_log_probs(s), ages, mean, var)[0], (split,))
 
 
+def test_gradcheck_soft_label_loss():
+    """focal + KL + L1 on the expectation, in float64 (the soft label itself does not depend on the logits)."""
+    from agekit.methods.soft_labels import soft_label_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    label_ages = torch.arange(0, 12, 2, dtype=torch.float64)  # a grid of step 2
+    ages = torch.tensor([0.0, 4.5, 9.0], dtype=torch.float64)
+    assert torch.autograd.gradcheck(
+        lambda z: soft_label_loss(z, ages, label_ages, g=3.0, class_loss="focal+kl", gamma=2.0, w_reg=0.7,
+                                  w_class=1.3)[0], (logits,))
+
+
 # ---- soft labels ------------------------------------------------------------------------------------------
 def test_triangular_soft_label_g3():
     """Weights max(0, (g - |a - y|)/g): age 10, g 3 -> 1/3, 2/3, 1, 2/3, 1/3 at 8..12 (0 at 7 and 13), sum 3."""

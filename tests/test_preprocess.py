@@ -22,6 +22,21 @@ def test_alignment_maps_landmarks_onto_the_template():
     assert abs(mapped[0, 1] - mapped[1, 1]) < 0.1  # eyes level
 
 
+def test_negative_margin_and_shift_give_a_tighter_lower_window():
+    # margin -0.15 shows 112 * 0.85 = 95.2 template units; shift 0.14 moves the window 15.68 units down,
+    # so every landmark lands 15.68 * scale pixels higher than without the shift
+    points = _similarity(TEMPLATE_112, -10.0, 1.7, np.array([30.0, 90.0]))
+    matrix = alignment_matrix(points, size=64, margin=-0.15, shift=0.14)
+    mapped = points @ matrix[:, :2].T + matrix[:, 2]
+    scale = 64 / 95.2
+    expected = TEMPLATE_112 * scale + (64 - 112 * scale) / 2 - np.array([0.0, 15.68 * scale])
+    assert np.abs(mapped - expected).max() < 1e-3
+    assert CropSpec(rule="align", margin=-0.15, shift=0.14).tag() == "align64m-0.15s0.14"
+    assert CropSpec(rule="align").tag() == "align64m0.4"  # unshifted crops keep their cache key
+    with pytest.raises(AgekitError, match="crop shift"):
+        CropSpec(rule="align", shift=0.9)
+
+
 def test_68_points_reduce_to_eye_centres_nose_and_mouth_corners():
     lm = np.zeros((68, 2))
     lm[36:42] = [10, 20]

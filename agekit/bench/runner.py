@@ -36,7 +36,8 @@ COSMETIC_KEYS = {("train", "progress"), ("train", "tensorboard"), ("train", "log
                  ("train", "num_threads"), ("data", "cache"), ("data", "cache_dir")}
 # Keys a bench sets per run; overriding them for the whole bench makes no sense.
 PER_RUN_KEYS = ("method", "seed", "run_dir", "name")
-# Sweep/param names that mean the label range (data.age_min/age_max), i.e. the number of discrete labels.
+# Sweep/param names that mean the label range (data.age_min/age_max). The number of discrete labels of the
+# softmax methods is their own parameter `step` (years between labels): --sweep dldl_v2.step=1,2,5,10.
 LABEL_RANGE_KEYS = ("age_min", "age_max")
 
 
@@ -116,9 +117,13 @@ def check_param(method: str, param: str) -> None:
         return
     names = method_param_names(method)
     if param not in names:
-        hint = (" (no method takes a label step: labels are the integer ages data.age_min..data.age_max; "
-                f"ablate the number of labels with {method}.age_min=... or {method}.age_max=...)"
-                if param in ("label_step", "step", "num_labels", "num_classes") else "")
+        hint = ""
+        if param in ("label_step", "step", "num_labels", "num_classes"):
+            hint = (f" (the number of discrete labels is set by the label interval: {method}.step=1,2,5,10; "
+                    f"or vary the label range with {method}.age_min=... / {method}.age_max=...)"
+                    if "step" in names else
+                    f" ({method} has no label grid; vary its label range with {method}.age_min=... or "
+                    f"{method}.age_max=...)")
         raise AgekitError(f"method '{method}' has no parameter '{param}'; its parameters: "
                           f"{', '.join(names) or 'none'}{hint}")
 
@@ -539,6 +544,10 @@ def _protocol_notes(plan: Plan, done: list, headers: list) -> list[str]:
     c, d, t = plan.protocol_cfg, plan.protocol_cfg["data"], plan.protocol_cfg["train"]
     crop = d["crop"]
     notes = [f"data: `{d['dataset']}` at `{data_root(c)}`, labels = integer ages {d['age_min']}..{d['age_max']}"]
+    steps = sorted({float(v["params"]["step"]) for v in plan.variants if "step" in v["params"]} - {1.0})
+    if steps:
+        notes[-1] += (" (rows with `step`: one label every " + ", ".join(f"{s:g}" for s in steps)
+                      + " years; their decoded probabilities are mapped onto the integer ages, mean kept exactly)")
     if plan.kind == "fgnet_lopo":
         notes.append(f"split: leave-one-person-out, {len(plan.folds)} folds (held-out subjects "
                      f"{', '.join(plan.folds[:6])}{', ...' if len(plan.folds) > 6 else ''}); validation = a seeded "

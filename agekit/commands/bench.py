@@ -9,7 +9,8 @@ examples:
   agekit bench --methods all --data utkface --backbone light_cnn64 --epochs 3 --seeds 3
   agekit bench --methods dldl_v2,regression --base utkface_resnet18_dldlv2 --seeds 2 train.lr=1e-3
   agekit bench --methods dldl_v2 --sweep dldl_v2.lam=0.1,1,10 --method-params 'soft_labels:g=5'
-  agekit bench --sweep dldl_v2.age_max=80,100,120          # number of discrete labels (DLDL-v2 ablation)
+  agekit bench --sweep dldl_v2.step=0.5,1,2,5,10          # number of discrete labels (DLDL-v2 ablation)
+  agekit bench --sweep soft_labels.g=1,3,5,7               # soft-label gap (light study ablation)
   agekit bench --protocol fgnet_lopo --pretrained runs/utkface_quick/best.pt --folds 5
 
 Runs live in OUT/runs/<row>-s<seed>/ and are never redone once they hold summary.json and
@@ -44,8 +45,9 @@ def register(sub):
     p.add_argument("--out", help="output folder (default runs/bench-<data>-<backbone>)")
     p.add_argument("--method-params", help="per-method parameters: 'dldl_v2:lam=0.5,sigma=3;soft_labels:g=5'")
     p.add_argument("--sweep", action="append", default=[], metavar="METHOD.PARAM=V1,V2",
-                   help="ablation: one row per value, e.g. dldl_v2.lam=0.1,1,10; METHOD.age_min / "
-                        "METHOD.age_max vary the label range (number of discrete labels); repeatable")
+                   help="ablation: one row per value, e.g. dldl_v2.lam=0.1,1,10; dldl_v2.step=1,2,5,10 "
+                        "varies the years between labels (number of discrete labels) of the softmax methods; "
+                        "METHOD.age_min / METHOD.age_max vary the label range; repeatable")
     p.add_argument("--pretrained", action="append", default=[], metavar="CKPT",
                    help="fgnet_lopo: checkpoint to fine-tune on each fold (repeat to compare several)")
     p.add_argument("--folds", type=int, help="fgnet_lopo: only the first N subjects (a quick run)")

@@ -30,22 +30,27 @@ CROP_RULES = ("full", "align")
 class CropSpec:
     size: int = 64
     rule: str = "full"
-    margin: float = 0.4  # "align": fraction of the template canvas added around the face
+    margin: float = 0.4  # "align": fraction of the template canvas added around the face (< 0: tighter)
     zoom: float = 1.0  # "full": magnification about the image centre
+    shift: float = 0.0  # "align" on landmarks: moves the window down by this fraction of the template canvas
 
     def __post_init__(self):
         if self.rule not in CROP_RULES:
             raise AgekitError(f"crop rule '{self.rule}' unknown; choose from {', '.join(CROP_RULES)}")
         if self.size < 16:
             raise AgekitError(f"crop size {self.size} too small (minimum 16)")
-        if not 0.0 <= self.margin <= 2.0:
-            raise AgekitError(f"crop margin {self.margin} outside [0, 2]")
+        if not -0.5 <= self.margin <= 2.0:
+            raise AgekitError(f"crop margin {self.margin} outside [-0.5, 2]")
+        if not -0.5 <= self.shift <= 0.5:
+            raise AgekitError(f"crop shift {self.shift} outside [-0.5, 0.5]")
         if not 0.25 <= self.zoom <= 4.0:
             raise AgekitError(f"crop zoom {self.zoom} outside [0.25, 4]")
 
     def tag(self) -> str:
         """Short string used in cache keys."""
         extra = f"m{self.margin:g}" if self.rule == "align" else (f"z{self.zoom:g}" if self.zoom != 1 else "")
+        if self.rule == "align" and self.shift:
+            extra += f"s{self.shift:g}"
         return f"{self.rule}{self.size}{extra}"
 
     def to_dict(self) -> dict:
@@ -75,11 +80,13 @@ def five_points(landmarks: np.ndarray, layout: str | None = None) -> np.ndarray:
     return np.stack([lm[36:42].mean(0), lm[42:48].mean(0), lm[30], lm[48], lm[54]])
 
 
-def alignment_matrix(points5: np.ndarray, size: int, margin: float) -> np.ndarray:
-    """2x3 similarity transform mapping the 5 points onto the template scaled to `size` with `margin`."""
+def alignment_matrix(points5: np.ndarray, size: int, margin: float, shift: float = 0.0) -> np.ndarray:
+    """2x3 similarity transform mapping the 5 points onto the template scaled to `size` with `margin`;
+    `shift` moves the crop window down by that fraction of the (unscaled) template canvas."""
     scale = size / (112.0 * (1.0 + margin))
     offset = (size - 112.0 * scale) / 2.0
     dst = TEMPLATE_112 * scale + offset
+    dst[:, 1] -= shift * 112.0 * scale
     matrix, _ = cv2.estimateAffinePartial2D(points5.astype(np.float32), dst.astype(np.float32), method=cv2.LMEDS)
     if matrix is None:
         raise AgekitError("landmarks are degenerate; cannot align the face")
@@ -102,7 +109,7 @@ def crop_face(image: np.ndarray, spec: CropSpec, landmarks=None, box=None) -> np
     """
     size = spec.size
     if spec.rule == "align" and landmarks is not None:
-        matrix = alignment_matrix(five_points(landmarks), size, spec.margin)
+        matrix = alignment_matrix(five_points(landmarks), size, spec.margin, spec.shift)
     elif spec.rule == "align" and box is not None:
         matrix = box_matrix(box, size, spec.margin)
     elif spec.zoom != 1.0:

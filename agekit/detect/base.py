@@ -244,5 +244,5 @@ def detect_with_rotation(detector: Detector, image, rotations=RETRY_ROTATIONS,
 
 
 def missing_dependency(backend: str, package: str, exc: Exception,
-                       install: str = "python -m pip install 'agekit[detect]'") -> AgekitError:
+                       install: str = "python -m pip install --force-reinstall agekit") -> AgekitError:
     return AgekitError(f"face detector '{backend}' needs the '{package}' package ({exc}); install it with: {install}")

@@ -45,8 +45,19 @@ def inference_spec(cfg: dict) -> dict:
         "mean": cfg["model"]["mean"],
         "std": cfg["model"]["std"],
         "gender": cfg["gender"]["enabled"],
+        # "detect": training crops were aligned on this detector's landmarks, as prediction does
+        "landmarks": cfg["data"].get("landmarks", "dataset"),
+        "detector": _detector_name(cfg["data"].get("detector", "default")),
         "input": "RGB float in [0, 1], NCHW; normalisation is inside the model",
     }
+
+
+def _detector_name(name) -> str:
+    if name in (None, "", "default"):
+        from agekit.detect.base import DEFAULT_DETECTOR
+
+        return DEFAULT_DETECTOR
+    return str(name)
 
 
 def read_checkpoint(path) -> dict:

@@ -80,6 +80,11 @@ def load_splits(cfg: dict, splits=("train", "val"), run_dir=None, progress=True)
     records = [r for r in result.records if AGE_VALID_RANGE[0] <= r.age <= AGE_VALID_RANGE[1]]
     if not records:
         raise AgekitError(f"{root}: no usable labelled images for dataset '{d['dataset']}'")
+    if d.get("landmarks") == "detect":
+        from agekit.data.detected import attach_detections
+
+        records, _ = attach_detections(d["dataset"], records, d.get("detector", "default"),
+                                       cache_dir=d["cache_dir"], progress=progress)
     assignment, header = assign_splits(records, d["split"])
     if run_dir is not None:
         write_split_file(Path(run_dir) / "split.csv", assignment, header)

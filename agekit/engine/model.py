@@ -40,12 +40,20 @@ class AgeModel(nn.Module):
         feats = [net((v - self.pixel_mean) / self.pixel_std) for net, v in zip(nets, views)]
         return feats[0] if len(feats) == 1 else torch.cat(feats, dim=1)
 
-    def forward(self, x) -> dict:
-        features = self.features(x)
+    def heads(self, features: torch.Tensor) -> dict:
+        """The outputs computed from the pooled features (B, num_features): what `forward` returns."""
         out = {"age": self.method(features)}
         if self.gender_head is not None:
             out["gender"] = self.gender_head(features).float()
         return out
+
+    def forward(self, x) -> dict:
+        return self.heads(self.features(x))
+
+    def forward_with_features(self, x) -> tuple[dict, torch.Tensor]:
+        """(forward outputs, features (B, num_features)): the embedding personalisation builds on."""
+        features = self.features(x)
+        return self.heads(features), features
 
 
 def build_model(cfg: dict, pretrained=None) -> AgeModel:

@@ -29,12 +29,14 @@ DEX_DECODERS = ("expectation", "argmax")
 
 @register_method
 class DEX(SoftmaxAgeMethod):
-    """DEX: one softmax class per integer age, cross-entropy on the rounded (clamped) age.
+    """DEX: one softmax class per integer age (per label: `step` years apart, default 1), cross-entropy on
+    the class of the rounded (clamped) age.
 
-    outputs: logits (B, K), K = age_max - age_min + 1.
+    outputs: logits (B, K), K = (age_max - age_min) / step + 1 labels
+    (step = 1 year by default: one label per integer age; see SoftmaxAgeMethod).
     Params: decode = "expectation" (default, the paper's DEX: mean = sum_k p_k * age_k) or "argmax"
     (mean = the most probable age; probs are still the softmax and std is the softmax's std about its
-    own expectation).
+    own expectation); step (years between labels, default 1).
     """
 
     name = "dex"
@@ -42,18 +44,19 @@ class DEX(SoftmaxAgeMethod):
     paper = "Rothe, Timofte, Van Gool, Deep Expectation of Real and Apparent Age from a Single Image " \
             "without Facial Landmarks, IJCV 2018"
 
-    def __init__(self, in_features, age_min=0, age_max=100, decode: str = "expectation"):
-        super().__init__(in_features, age_min, age_max)
+    def __init__(self, in_features, age_min=0, age_max=100, decode: str = "expectation", step: float = 1.0):
+        super().__init__(in_features, age_min, age_max, step)
         if decode not in DEX_DECODERS:
             raise AgekitError(f"dex decode '{decode}' unknown; choose from {', '.join(DEX_DECODERS)}")
         self.decode_rule = decode
 
     def loss(self, outputs, ages):
-        value = dex_loss(outputs.float(), age_class_index(ages.float(), self.age_min, self.age_max))
+        value = dex_loss(outputs.float(), self.label_index(ages.float()))
         return value, {"ce": float(value.detach())}
 
     def decode(self, outputs) -> AgeDistribution:
         dist = super().decode(outputs)
         if self.decode_rule == "argmax":
-            dist = AgeDistribution(dist.probs, self.ages[dist.probs.argmax(1)], dist.std)
+            top = torch.softmax(outputs.detach().float(), dim=1).argmax(1)  # on the label grid
+            dist = AgeDistribution(dist.probs, self.label_ages[top], dist.std)
         return dist

@@ -8,9 +8,10 @@ from agekit.methods.base import register_method, SoftmaxAgeMethod
 
 
 def gaussian_label_distribution(ages: torch.Tensor, label_ages: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Discretised Gaussian N(age, sigma^2) over the integer label ages, normalised to sum to 1.
+    """Discretised Gaussian N(age, sigma^2) over the label ages, normalised to sum to 1.
 
-    ages: (B,) true ages; label_ages: (K,) the integer ages; returns (B, K).
+    ages: (B,) true ages; label_ages: (K,) the label ages (the integer ages, or a grid of another step);
+    returns (B, K).
     """
     logits = -((label_ages[None, :] - ages[:, None]) ** 2) / (2.0 * sigma**2)
     return torch.softmax(logits, dim=1)
@@ -35,23 +36,27 @@ def dldl_v2_loss(logits, ages, label_ages, sigma=2.0, lam=1.0):
 
 @register_method
 class DLDLv2(SoftmaxAgeMethod):
-    """DLDL-v2: softmax over integer ages, trained with KL to a Gaussian label distribution plus an L1
-    loss on the expectation; decoded by the expectation. Params: sigma (label std, years), lam (L1 weight).
+    """DLDL-v2: softmax over the age labels, trained with KL to a Gaussian label distribution plus an L1
+    loss on the expectation; decoded by the expectation. Params: sigma (label std, years), lam (L1 weight),
+    step (years between labels, default 1; the paper's "number of discrete labels" ablation).
     The paper's hybrid max+avg pooling of the last feature map is the backbone option `model.pool=avgmax`.
 
-    outputs: logits (B, K), K = age_max - age_min + 1.
+    outputs: logits (B, K), K = (age_max - age_min) / step + 1 labels
+    (step = 1 year by default: one label per integer age; see SoftmaxAgeMethod).
     """
 
     name = "dldl_v2"
     description = "label distribution (Gaussian) KL + lambda * L1 on the expectation"
     paper = "Gao et al., Age Estimation Using Expectation of Label Distribution Learning, IJCAI 2018"
 
-    def __init__(self, in_features, age_min=0, age_max=100, sigma: float = 2.0, lam: float = 1.0):
-        super().__init__(in_features, age_min, age_max)
+    def __init__(self, in_features, age_min=0, age_max=100, sigma: float = 2.0, lam: float = 1.0,
+                 step: float = 1.0):
+        super().__init__(in_features, age_min, age_max, step)
         self.sigma, self.lam = float(sigma), float(lam)
 
     def loss(self, outputs, ages):
-        total, kl, l1 = dldl_v2_loss(outputs, self.clamp_ages(ages), self.ages, self.sigma, self.lam)
+        total, kl, l1 = dldl_v2_loss(outputs, self.clamp_ages(ages), self.label_ages, self.sigma,
+                                       self.lam)
         return total, {"kl": float(kl.detach()), "l1": float(l1.detach())}
 
 
@@ -67,20 +72,22 @@ def dldl_loss(logits, ages, label_ages, sigma=2.0):
 
 @register_method
 class DLDL(SoftmaxAgeMethod):
-    """DLDL: softmax over integer ages trained with KL divergence to a discretised Gaussian label
-    distribution N(age, sigma^2); decoded by the expectation. Params: sigma (label std in years, default 2).
+    """DLDL: softmax over the age labels trained with KL divergence to a discretised Gaussian label
+    distribution N(age, sigma^2); decoded by the expectation. Params: sigma (label std in years, default 2),
+    step (years between labels, default 1).
 
-    outputs: logits (B, K), K = age_max - age_min + 1.
+    outputs: logits (B, K), K = (age_max - age_min) / step + 1 labels
+    (step = 1 year by default: one label per integer age; see SoftmaxAgeMethod).
     """
 
     name = "dldl"
     description = "label distribution learning: KL to a Gaussian label distribution, decoded by expectation"
     paper = "Gao et al., Deep Label Distribution Learning with Label Ambiguity, IEEE TIP 2017"
 
-    def __init__(self, in_features, age_min=0, age_max=100, sigma: float = 2.0):
-        super().__init__(in_features, age_min, age_max)
+    def __init__(self, in_features, age_min=0, age_max=100, sigma: float = 2.0, step: float = 1.0):
+        super().__init__(in_features, age_min, age_max, step)
         self.sigma = float(sigma)
 
     def loss(self, outputs, ages):
-        kl = dldl_loss(outputs.float(), self.clamp_ages(ages), self.ages, self.sigma)
+        kl = dldl_loss(outputs.float(), self.clamp_ages(ages), self.label_ages, self.sigma)
         return kl, {"kl": float(kl.detach())}

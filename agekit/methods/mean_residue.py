@@ -28,7 +28,6 @@ import torch.nn.functional as F
 
 from agekit.errors import AgekitError
 from agekit.methods.base import register_method, SoftmaxAgeMethod
-from agekit.methods.classification import age_class_index
 
 
 def residue_mask(probs: torch.Tensor, target_index: torch.Tensor, top_k: int | None = None) -> torch.Tensor:
@@ -67,9 +66,10 @@ class MeanResidue(SoftmaxAgeMethod):
     """Softmax over integer ages trained with CE + lambda1 * mean loss + lambda2 * residue loss (entropy of
     the probabilities outside a dynamic top-K); decoded by the expectation.
     Params: lambda1 (default 0.2), lambda2 (default 0.05), top_k (None = adaptive K, the paper's method;
-    an int = fixed K).
+    an int = fixed K), step (years between labels, default 1).
 
-    outputs: logits (B, K), K = age_max - age_min + 1.
+    outputs: logits (B, K), K = (age_max - age_min) / step + 1 labels
+    (step = 1 year by default: one label per integer age; see SoftmaxAgeMethod).
     """
 
     name = "mean_residue"
@@ -77,8 +77,8 @@ class MeanResidue(SoftmaxAgeMethod):
     paper = "Zhao, Qian, Hou, Zeng, Adaptive Mean-Residue Loss for Robust Facial Age Estimation, ICME 2022"
 
     def __init__(self, in_features, age_min=0, age_max=100, lambda1: float = 0.2, lambda2: float = 0.05,
-                 top_k: int | None = None):
-        super().__init__(in_features, age_min, age_max)
+                 top_k: int | None = None, step: float = 1.0):
+        super().__init__(in_features, age_min, age_max, step)
         if top_k is not None and int(top_k) < 1:
             raise AgekitError(f"mean_residue top_k must be >= 1 (or null for adaptive), got {top_k}")
         self.lambda1, self.lambda2 = float(lambda1), float(lambda2)
@@ -87,7 +87,7 @@ class MeanResidue(SoftmaxAgeMethod):
     def loss(self, outputs, ages):
         ages = self.clamp_ages(ages)
         total, ce, mean_loss, residue, avg_k = mean_residue_loss(
-            outputs.float(), ages, self.ages, age_class_index(ages, self.age_min, self.age_max),
+            outputs.float(), ages, self.label_ages, self.label_index(ages),
             self.lambda1, self.lambda2, self.top_k)
         return total, {"ce": float(ce.detach()), "mean": float(mean_loss.detach()),
                        "residue": float(residue.detach()), "k": avg_k}

@@ -5,7 +5,6 @@ import torch
 import torch.nn.functional as F
 
 from agekit.methods.base import register_method, SoftmaxAgeMethod
-from agekit.methods.classification import age_class_index
 
 
 def softmax_mean_and_variance(probs: torch.Tensor, label_ages: torch.Tensor):
@@ -40,23 +39,26 @@ def mean_variance_loss(logits, ages, label_ages, target_index, lambda1=0.2, lamb
 @register_method
 class MeanVariance(SoftmaxAgeMethod):
     """Softmax over integer ages trained with cross-entropy + lambda1 * mean loss + lambda2 * variance loss;
-    decoded by the expectation. Params: lambda1 (default 0.2), lambda2 (default 0.05), the paper's values.
+    decoded by the expectation. Params: lambda1 (default 0.2), lambda2 (default 0.05), the paper's values;
+    step (years between labels, default 1).
 
-    outputs: logits (B, K), K = age_max - age_min + 1.
+    outputs: logits (B, K), K = (age_max - age_min) / step + 1 labels
+    (step = 1 year by default: one label per integer age; see SoftmaxAgeMethod).
     """
 
     name = "mean_variance"
     description = "softmax CE + lambda1 * (E[a]-y)^2/2 + lambda2 * Var[a], decoded by expectation"
     paper = "Pan, Han, Shan, Chen, Mean-Variance Loss for Deep Age Estimation from a Face, CVPR 2018"
 
-    def __init__(self, in_features, age_min=0, age_max=100, lambda1: float = 0.2, lambda2: float = 0.05):
-        super().__init__(in_features, age_min, age_max)
+    def __init__(self, in_features, age_min=0, age_max=100, lambda1: float = 0.2, lambda2: float = 0.05,
+                 step: float = 1.0):
+        super().__init__(in_features, age_min, age_max, step)
         self.lambda1, self.lambda2 = float(lambda1), float(lambda2)
 
     def loss(self, outputs, ages):
         ages = self.clamp_ages(ages)
         total, ce, mean_loss, var_loss = mean_variance_loss(
-            outputs.float(), ages, self.ages, age_class_index(ages, self.age_min, self.age_max),
+            outputs.float(), ages, self.label_ages, self.label_index(ages),
             self.lambda1, self.lambda2)
         return total, {"ce": float(ce.detach()), "mean": float(mean_loss.detach()),
                        "variance": float(var_loss.detach())}

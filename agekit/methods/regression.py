@@ -1,4 +1,5 @@
-"""Direct regression of age from features (the founding UTKFace study's "Regression")."""
+"""Direct regression of age from features (the founding UTKFace study's "Regression"; metric regression
+as the baseline of Niu et al., "Ordinal Regression with Multiple Output CNN for Age Estimation", CVPR 2016)."""
 from __future__ import annotations
 
 import torch

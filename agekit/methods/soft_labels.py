@@ -5,7 +5,8 @@ age a is w_a = max(0, (g - |a - y|) / g), i.e. 1 at a = y, falling linearly to 0
 weights are normalised to sum to 1 over age_min..age_max. For g = 3 and y = 10: ages 8..12 get
 1/3, 2/3, 1, 2/3, 1/3 (ages 7 and 13 get 0), which normalise by 3 to 1/9, 2/9, 3/9, 2/9, 1/9.
 Non-integer ages work the same way (y = 10.5, g = 1: ages 10 and 11 get 1/2 each). g must exceed 0.5 so
-at least one integer age has positive weight.
+at least one integer age has positive weight. With a label step other than 1 (`step`, see SoftmaxAgeMethod)
+the same weights are taken at the labels a = age_min + j * step, and g must exceed step / 2.
 """
 from __future__ import annotations
 
@@ -58,9 +59,12 @@ class SoftLabels(SoftmaxAgeMethod):
     """Softmax over integer ages trained with triangular soft labels (module docstring) under a focal and/or
     KL loss, plus an L1 loss on the expectation; decoded by the expectation.
 
-    outputs: logits (B, K), K = age_max - age_min + 1.
+    outputs: logits (B, K), K = (age_max - age_min) / step + 1 labels
+    (step = 1 year by default: one label per integer age; see SoftmaxAgeMethod).
     Params: g (half-width in years, default 3), class_loss ("focal" default | "kl" | "focal+kl"),
-    gamma (focal exponent, default 2), w_reg (L1 weight, default 1), w_class (class-loss weight, default 1).
+    gamma (focal exponent, default 2), w_reg (L1 weight, default 1), w_class (class-loss weight, default 1),
+    step (years between labels, default 1). With the gender head on, the trainer adds gender.weight * CE:
+    L = w_reg * L_reg + w_class * L_class (+ gender.weight * L_gender).
     """
 
     name = "soft_labels"
@@ -69,17 +73,17 @@ class SoftLabels(SoftmaxAgeMethod):
             "Lin et al., Focal Loss for Dense Object Detection, ICCV 2017"
 
     def __init__(self, in_features, age_min=0, age_max=100, g: float = 3.0, class_loss: str = "focal",
-                 gamma: float = 2.0, w_reg: float = 1.0, w_class: float = 1.0):
-        super().__init__(in_features, age_min, age_max)
+                 gamma: float = 2.0, w_reg: float = 1.0, w_class: float = 1.0, step: float = 1.0):
+        super().__init__(in_features, age_min, age_max, step)
         if class_loss not in CLASS_LOSSES:
             raise AgekitError(f"soft_labels class_loss '{class_loss}' unknown; choose from {', '.join(CLASS_LOSSES)}")
-        if not float(g) > 0.5:
-            raise AgekitError(f"soft_labels g must exceed 0.5 years, got {g}")
+        if not float(g) > self.step / 2:
+            raise AgekitError(f"soft_labels g must exceed half the label step ({self.step / 2:g} years), got {g}")
         self.g, self.class_loss, self.gamma = float(g), class_loss, float(gamma)
         self.w_reg, self.w_class = float(w_reg), float(w_class)
 
     def loss(self, outputs, ages):
-        total, l1, focal, kl = soft_label_loss(outputs.float(), self.clamp_ages(ages), self.ages, self.g,
+        total, l1, focal, kl = soft_label_loss(outputs.float(), self.clamp_ages(ages), self.label_ages, self.g,
                                                self.class_loss, self.gamma, self.w_reg, self.w_class)
         parts = {"l1": float(l1.detach())}
         if focal is not None:

@@ -1,0 +1,533 @@
+"""The multi-task Neural Process for personalised face-age estimation: inference, numpy only.
+
+Notation (docs/neural_processes.md, "The face NP"): x_hat = encoder features of one photo (the backbone's
+pooled features, the ONNX model's "embedding"); z = x_hat standardised with the training mean and std;
+t = the age in target units (log(1 + age) by default, so a personal offset is a relative one: "looks 10%
+older").
+
+- Global model g(z) = z . g_w + g_b: ridge regression on all training photos (the non-personal estimate).
+- FC layer x_tilde = sigmoid(W z + c) in (0, 1)^H; subject embedding e_p = max over p's photos of x_tilde.
+- Similarity of photo j to subject p: s_p = softmax_p(beta * e_p . x_tilde_j) over the subjects in the bank
+  (in training: over p != the photo's own subject). beta is a learned inverse temperature.
+- Subject p's own age function F_p(z) = g(z) + b_p + z . w_p: the global model plus a correction fitted to
+  p's photos in closed form, the posterior mean of a Bayesian linear model r = b + z . w + noise with
+  b ~ N(0, sigma_b^2), w ~ N(0, sigma_w^2 I), noise ~ N(0, sigma^2) (= ridge regression toward g with
+  penalties sigma^2/sigma_b^2 on the offset and sigma^2/sigma_w^2 on the slopes). With one or two photos the
+  correction is a shrunken offset; with none it is zero, so every F_p stays a sane age function.
+- Estimate y_hat = sum_p s_p F_p(z) = g(z) + sum_p s_p (b_p + z . w_p).
+
+Context (k labelled photos of the person): see `VARIANTS`. Predictive variance (target units):
+a * sum_p s_p (F_p - y_hat)^2 (the spread of the mixture) + the predictive variance of a Bayesian linear
+model of the person's residual from the mixture (its prior variance without context, its posterior with).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from agekit.errors import AgekitError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "agekit-face-np-v1"
+TARGETS = ("log", "linear")
+# How a context of labelled photos of the person is used:
+#   mixture        ignore it (the non-personal NP estimate)
+#   join           fit the person's own F on the context; it joins the mixture with its own similarity
+#                  beta * e_new . x_tilde, e_new = max over the context photos of x_tilde
+#   residual       the no-context mixture plus a Bayesian linear correction fitted to the context's
+#                  residuals from the mixture
+#   join+residual  both
+VARIANTS = ("mixture", "join", "residual", "join+residual")
+Z90 = 1.6448536269514722  # a +-Z90 std Gaussian interval holds 90%
+AGE_LIMITS = (0.0, 120.0)  # agekit.data.records.AGE_VALID_RANGE: a label outside is a data error
+
+
+class ContextWarning(UserWarning):
+    """Context ages that contradict each other or the photos (the fit is made robust, see the notes)."""
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+def to_target(ages, kind: str) -> np.ndarray:
+    ages = np.asarray(ages, dtype=np.float64)
+    return np.log1p(np.maximum(ages, 0.0)) if kind == "log" else ages
+
+
+def from_target(t, kind: str) -> np.ndarray:
+    t = np.asarray(t, dtype=np.float64)
+    return np.expm1(t) if kind == "log" else t
+
+
+def target_slope(t, kind: str) -> np.ndarray:
+    """d age / d t at t (converts a std in target units to years, to first order)."""
+    t = np.asarray(t, dtype=np.float64)
+    return np.exp(t) if kind == "log" else np.ones_like(t)
+
+
+def sigmoid(x) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def softmax(scores, axis=-1) -> np.ndarray:
+    scores = np.asarray(scores, dtype=np.float64)
+    m = np.max(scores, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    e = np.exp(scores - m)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def subject_embeddings(x_tilde, groups, n_groups: int | None = None) -> np.ndarray:
+    """e_p = element-wise max of x_tilde over the rows of group p. groups: (N,) ints in [0, n_groups)."""
+    x_tilde = np.asarray(x_tilde, dtype=np.float64)
+    groups = np.asarray(groups)
+    n_groups = int(groups.max()) + 1 if n_groups is None else n_groups
+    out = np.full((n_groups, x_tilde.shape[1]), -np.inf)
+    np.maximum.at(out, groups, x_tilde)
+    if not np.isfinite(out).all():
+        raise ValueError("every group needs at least one row")
+    return out
+
+
+def similarity_weights(emb, x_tilde, beta: float, exclude=None) -> np.ndarray:
+    """s[j, p] = softmax over p (p != exclude[j]) of beta * emb[p] . x_tilde[j]. exclude: (N,) subject index
+    per row, or -1 / None for none. Returns (N, P) weights; an excluded subject gets exactly 0."""
+    scores = beta * np.asarray(x_tilde, dtype=np.float64) @ np.asarray(emb, dtype=np.float64).T
+    if exclude is not None:
+        exclude = np.asarray(exclude)
+        rows = np.nonzero(exclude >= 0)[0]
+        scores[rows, exclude[rows]] = -np.inf
+    return softmax(scores, axis=1)
+
+
+def ridge_fit(Z, y, alpha: float) -> tuple[np.ndarray, float]:
+    """Ridge regression with an unpenalised intercept: argmin ||y - Z w - b||^2 + alpha ||w||^2.
+    Returns (w (F,), b)."""
+    Z = np.asarray(Z, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    zm, ym = Z.mean(0), y.mean()
+    Zc = Z - zm
+    n, f = Zc.shape
+    if n < f:  # dual form: w = Zc^T (Zc Zc^T + alpha I)^-1 yc
+        w = Zc.T @ np.linalg.solve(Zc @ Zc.T + alpha * np.eye(n), y - ym)
+    else:
+        w = np.linalg.solve(Zc.T @ Zc + alpha * np.eye(f), Zc.T @ (y - ym))
+    return w, float(ym - zm @ w)
+
+
+def _bayes_kernel(Za, Zb, prior) -> np.ndarray:
+    sigma_b, sigma_w, _ = prior
+    return sigma_b ** 2 + sigma_w ** 2 * (Za @ Zb.T)
+
+
+def bayes_linear_fit(Z, r, prior, weights=None) -> tuple[float, np.ndarray]:
+    """Posterior mean (b, w) of r = b + Z w + noise, b ~ N(0, sigma_b^2), w ~ N(0, sigma_w^2 I),
+    noise_i ~ N(0, sigma^2 / weights_i); prior = (sigma_b, sigma_w, sigma). The same as ridge regression
+    argmin sum_i weights_i (r_i - b - z_i w)^2 + (sigma/sigma_b)^2 b^2 + (sigma/sigma_w)^2 ||w||^2,
+    computed in the dual (n x n) form since a person has far fewer photos than features."""
+    Z = np.asarray(Z, dtype=np.float64)
+    r = np.asarray(r, dtype=np.float64)
+    sigma_b, sigma_w, sigma = prior
+    if len(r) == 0:
+        return 0.0, np.zeros(Z.shape[1])
+    w8 = np.ones(len(r)) if weights is None else np.asarray(weights, dtype=np.float64)
+    K = _bayes_kernel(Z, Z, prior) + np.diag(sigma ** 2 / np.maximum(w8, 1e-12))
+    a = np.linalg.solve(K, r)
+    return float(sigma_b ** 2 * a.sum()), sigma_w ** 2 * (Z.T @ a)
+
+
+def bayes_linear_predict(Z, r, Zq, prior, weights=None) -> tuple[np.ndarray, np.ndarray]:
+    """Predictive mean and variance (including the noise sigma^2) of the model of `bayes_linear_fit` at
+    Zq, given observations (Z, r). With no observations: mean 0 and the prior variance."""
+    Zq = np.asarray(Zq, dtype=np.float64)
+    sigma = prior[2]
+    prior_var = prior[0] ** 2 + prior[1] ** 2 * np.einsum("ij,ij->i", Zq, Zq) + sigma ** 2
+    if Z is None or len(r) == 0:
+        return np.zeros(len(Zq)), prior_var
+    Z = np.asarray(Z, dtype=np.float64)
+    w8 = np.ones(len(r)) if weights is None else np.asarray(weights, dtype=np.float64)
+    K = _bayes_kernel(Z, Z, prior) + np.diag(sigma ** 2 / np.maximum(w8, 1e-12))
+    Kq = _bayes_kernel(Zq, Z, prior)
+    L = np.linalg.cholesky(K)
+    A = np.linalg.solve(L, Kq.T)  # (n, Q)
+    mean = Kq @ np.linalg.solve(K, np.asarray(r, dtype=np.float64))
+    var = np.maximum(prior_var - np.einsum("ij,ij->j", A, A), sigma ** 2)
+    return mean, var
+
+
+# ----------------------------------------------------------------------------------------------- model
+
+@dataclass
+class FaceNP:
+    """A fitted face NP (all numpy). Build it with `agekit.np.faces_train.fit_face_np`; save/load with
+    `save` / `FaceNP.load` (a small .npz)."""
+
+    target: str
+    age_min: float
+    age_max: float
+    feat_mean: np.ndarray  # (F,)
+    feat_scale: np.ndarray  # (F,)
+    g_w: np.ndarray  # (F,) global ridge model on z
+    g_b: float
+    W: np.ndarray  # (H, F)
+    c: np.ndarray  # (H,)
+    beta: float
+    join_bias: np.ndarray  # (2,) a, b: a joined person's score gets + a + b log(n_context)
+    subjects: np.ndarray  # (P,) str: the training subjects (the bank)
+    emb: np.ndarray  # (P, H) e_p
+    corr_b: np.ndarray  # (P,) b_p
+    corr_w: np.ndarray  # (P, F) w_p
+    prior: np.ndarray  # (3,) sigma_b, sigma_w, sigma of a subject's correction from g (target units)
+    resid_prior: np.ndarray  # (3,) the same for a person's residual from the no-context mixture
+    mix_scale: float  # a: weight of the mixture's spread in the predictive variance
+    variant: str = "residual"  # default use of a context
+    min_context: int = 1  # fewer usable context photos -> the non-personal estimate
+    meta: dict = field(default_factory=dict)
+
+    # -- pieces
+    @property
+    def n_features(self) -> int:
+        return int(self.feat_mean.shape[0])
+
+    def standardize(self, X) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise AgekitError(f"features must have shape (N, {self.n_features}) for this NP "
+                              f"(encoder {self.meta.get('encoder', {}).get('backbone', '?')}), got {X.shape}")
+        return (X - self.feat_mean) / self.feat_scale
+
+    def x_tilde(self, Z) -> np.ndarray:
+        return sigmoid(Z @ self.W.T + self.c)
+
+    def g(self, Z) -> np.ndarray:
+        return Z @ self.g_w + self.g_b
+
+    def corrections(self, Z) -> np.ndarray:
+        """(N, P): b_p + z . w_p for every bank subject p."""
+        return self.corr_b[None, :] + Z @ self.corr_w.T
+
+    def _mix(self, Z, xt, exclude=None, extra=None):
+        """Mixture over the bank (+ an optional joined subject (score (N,), correction (N,))).
+        Returns (mean_t, spread variance, weights (N, P[+1]))."""
+        scores = self.beta * xt @ self.emb.T
+        corr = self.corrections(Z)
+        if exclude is not None:
+            exclude = np.asarray(exclude)
+            rows = np.nonzero(exclude >= 0)[0]
+            scores[rows, exclude[rows]] = -np.inf
+        if extra is not None:
+            scores = np.concatenate([scores, extra[0][:, None]], axis=1)
+            corr = np.concatenate([corr, extra[1][:, None]], axis=1)
+        s = softmax(scores, axis=1)
+        mc = np.sum(s * corr, axis=1)
+        spread = np.sum(s * (corr - mc[:, None]) ** 2, axis=1)
+        return self.g(Z) + mc, spread, s
+
+    # -- prediction
+    def predict_target(self, X, context_X=None, context_t=None, *, variant: str | None = None,
+                       context_weights=None, exclude=None) -> dict:
+        """Predict in target units. Returns {'mean', 'var', 'base' (the non-personal NP mean), 'weights'}.
+        exclude: (N,) bank-subject index per row to leave out of its mixture (training-set evaluation)."""
+        variant = variant or self.variant
+        if variant not in VARIANTS:
+            raise AgekitError(f"unknown NP variant {variant!r}; choose from {', '.join(VARIANTS)}")
+        Z = self.standardize(X)
+        xt = self.x_tilde(Z)
+        base, spread, s = self._mix(Z, xt, exclude)
+        has_context = context_X is not None and len(context_t) > 0
+        if not has_context or variant == "mixture":
+            _, res_var = bayes_linear_predict(None, [], Z, self.resid_prior)
+            return {"mean": base, "var": self.mix_scale * spread + res_var, "base": base, "weights": s}
+        Zc = self.standardize(context_X)
+        tc = np.asarray(context_t, dtype=np.float64)
+        xc = self.x_tilde(Zc)
+        mean, mix_spread = base, spread
+        ctx_base = self._mix(Zc, xc)[0]
+        if "join" in variant:
+            b, w = bayes_linear_fit(Zc, tc - self.g(Zc), self.prior, context_weights)
+            e_new = xc.max(axis=0)
+            bonus = self.join_bias[0] + self.join_bias[1] * np.log(len(tc))
+            extra = (self.beta * xt @ e_new + bonus, b + Z @ w)
+            mean, mix_spread, s = self._mix(Z, xt, None, extra)
+            ctx_base = self._mix(Zc, xc, None, (self.beta * xc @ e_new + bonus, b + Zc @ w))[0]
+        if "residual" in variant:
+            corr, res_var = bayes_linear_predict(Zc, tc - ctx_base, Z, self.resid_prior, context_weights)
+            mean = mean + corr
+        else:
+            _, res_var = bayes_linear_predict(Zc, tc - ctx_base, Z, self.resid_prior, context_weights)
+        return {"mean": mean, "var": self.mix_scale * mix_spread + res_var, "base": base, "weights": s}
+
+    def to_ages(self, mean_t, var_t) -> dict:
+        """Target-unit mean/variance -> ages: 'age' (the median), 'std' (first order), 'lo'/'hi' (90%)."""
+        sd = np.sqrt(np.maximum(var_t, 0.0))
+        clip = lambda a: np.clip(a, self.age_min, self.age_max)  # noqa: E731
+        return {"age": clip(from_target(mean_t, self.target)),
+                "std": sd * target_slope(mean_t, self.target),
+                "lo": clip(from_target(mean_t - Z90 * sd, self.target)),
+                "hi": clip(from_target(mean_t + Z90 * sd, self.target))}
+
+    def predict(self, X, context_X=None, context_ages=None, *, variant: str | None = None,
+                context_weights=None, exclude=None) -> dict:
+        """Ages for features X (N, F), optionally personalised by context photos (features, ages).
+        Returns {'age', 'std', 'lo', 'hi'} (years; lo/hi: 90% interval) plus 'mean_t', 'std_t'."""
+        ct = None if context_ages is None else to_target(context_ages, self.target)
+        out = self.predict_target(X, context_X, ct, variant=variant, context_weights=context_weights,
+                                  exclude=exclude)
+        ages = self.to_ages(out["mean"], out["var"])
+        ages.update(mean_t=out["mean"], std_t=np.sqrt(out["var"]))
+        return ages
+
+    def predict_global(self, X) -> np.ndarray:
+        """The global (non-personal) ridge model's ages."""
+        return np.clip(from_target(self.g(self.standardize(X)), self.target), self.age_min, self.age_max)
+
+    # -- files
+    def save(self, path) -> Path:
+        from agekit.io import atomic_path
+
+        path = Path(path)
+        arrays = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "meta":
+                arrays[f.name] = np.array(json.dumps(value, default=str))
+            elif isinstance(value, np.ndarray):
+                arrays[f.name] = value
+            else:
+                arrays[f.name] = np.array(value)
+        arrays["format"] = np.array(FORMAT)
+        with atomic_path(path, suffix=".npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path) -> "FaceNP":
+        path = Path(path)
+        if not path.is_file():
+            raise AgekitError(f"face NP file not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+        except Exception as exc:  # zipfile/ValueError/OSError for a bad file
+            raise AgekitError(f"{path}: not a readable face NP file ({type(exc).__name__})") from None
+        if str(data.get("format", "")) != FORMAT:
+            raise AgekitError(f"{path}: not an agekit face NP file (format {FORMAT} expected)")
+        kwargs = {}
+        for f in fields(cls):
+            if f.name not in data:
+                raise AgekitError(f"{path}: face NP file lacks '{f.name}'")
+            value = data[f.name]
+            if f.name == "meta":
+                kwargs[f.name] = json.loads(str(value))
+            elif f.name in ("target", "variant"):
+                kwargs[f.name] = str(value)
+            elif f.name in ("age_min", "age_max", "g_b", "beta", "mix_scale"):
+                kwargs[f.name] = float(value)
+            elif f.name == "min_context":
+                kwargs[f.name] = int(value)
+            elif f.name == "subjects":
+                kwargs[f.name] = value.astype(str)
+            else:
+                kwargs[f.name] = value.astype(np.float64)
+        model = cls(**kwargs)
+        model.check()
+        return model
+
+    def check(self) -> None:
+        F, H, P = self.n_features, self.W.shape[0], len(self.subjects)
+        shapes = {"feat_scale": (F,), "g_w": (F,), "W": (H, F), "c": (H,), "emb": (P, H), "corr_b": (P,),
+                  "corr_w": (P, F), "prior": (3,), "resid_prior": (3,), "join_bias": (2,)}
+        for name, shape in shapes.items():
+            if getattr(self, name).shape != shape:
+                raise AgekitError(f"face NP: {name} has shape {getattr(self, name).shape}, expected {shape}")
+        if self.target not in TARGETS:
+            raise AgekitError(f"face NP: unknown target {self.target!r}")
+        if self.variant not in VARIANTS:
+            raise AgekitError(f"face NP: unknown variant {self.variant!r}")
+
+
+# ----------------------------------------------------------------------------------------------- users
+
+@dataclass
+class Personalized:
+    """What `Personalizer.predict` returns. ages/std/lo/hi: (Q,) years (lo/hi: 90% interval).
+    personalised: whether the context was used; notes: what happened to the context, for the user."""
+
+    ages: np.ndarray
+    std: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    personalised: bool
+    variant: str
+    n_context: int
+    notes: list = field(default_factory=list)
+
+
+def parse_age(value, name: str) -> float:
+    """A context age as a float in 0..120, or AgekitError naming the photo/field."""
+    try:
+        age = float(str(value).strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        raise AgekitError(f"{name}: age {value!r} is not a number") from None
+    if not np.isfinite(age):
+        raise AgekitError(f"{name}: age {value!r} is not a finite number")
+    if not AGE_LIMITS[0] <= age <= AGE_LIMITS[1]:
+        raise AgekitError(f"{name}: age {age:g} is outside {AGE_LIMITS[0]:g}-{AGE_LIMITS[1]:g} years")
+    return age
+
+
+class Personalizer:
+    """Personalised ages from encoder features (numpy only).
+
+    >>> p = Personalizer("face_np.npz")
+    >>> out = p.predict(query_features, context_features, context_ages, context_names)
+    >>> out.ages, out.std, out.personalised, out.notes
+
+    Context rows that are None (no face found in that photo) are skipped with a note. Ages must be numbers
+    in 0..120 (else AgekitError naming the photo). The same photo given twice with different ages, or ages
+    far out of line with the photos and with each other (e.g. labels that contradict the faces' order),
+    raise a ContextWarning and are merged / down-weighted (a robust fit). With fewer than `min_context`
+    usable photos the estimate is the non-personal one, and a note says so.
+    """
+
+    def __init__(self, model, *, min_context: int | None = None, variant: str | None = None):
+        self.model = model if isinstance(model, FaceNP) else FaceNP.load(model)
+        self.min_context = self.model.min_context if min_context is None else int(min_context)
+        if self.min_context < 1:
+            raise AgekitError(f"min_context must be at least 1, got {self.min_context}")
+        self.variant = variant or self.model.variant
+        if self.variant not in VARIANTS or self.variant == "mixture":
+            raise AgekitError(f"variant must be one of {', '.join(VARIANTS[1:])}, got {self.variant!r}")
+
+    @property
+    def n_features(self) -> int:
+        return self.model.n_features
+
+    def _features(self, X, what: str) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim == 1:
+            X = X[None, :]
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise AgekitError(f"{what}: features must have {self.n_features} values per photo (this NP's "
+                              f"encoder), got shape {X.shape}")
+        if not np.isfinite(X).all():
+            raise AgekitError(f"{what}: features contain NaN or infinite values")
+        return X
+
+    def clean_context(self, context_features, context_ages, context_names=None):
+        """Validate and tidy a context. Returns (features (n, F), ages (n,), weights (n,), names, notes)."""
+        notes: list[str] = []
+        if context_features is None:
+            context_features, context_ages = [], [] if context_ages is None else context_ages
+        if context_ages is None:
+            raise AgekitError("context features given without ages")
+        rows = list(context_features) if not isinstance(context_features, np.ndarray) else list(context_features)
+        ages_in = list(np.atleast_1d(context_ages)) if not isinstance(context_ages, list) else context_ages
+        if len(rows) != len(ages_in):
+            raise AgekitError(f"context: {len(rows)} photos but {len(ages_in)} ages")
+        names = [f"context photo #{i + 1}" for i in range(len(rows))] if context_names is None \
+            else [str(n) for n in context_names]
+        if len(names) != len(rows):
+            raise AgekitError(f"context: {len(rows)} photos but {len(names)} names")
+        feats, ages, kept = [], [], []
+        for feat, age, name in zip(rows, ages_in, names):
+            age = parse_age(age, name)  # bad ages are errors even for photos skipped below
+            if feat is None:
+                notes.append(f"{name}: no face found; skipped")
+                continue
+            feats.append(self._features(feat, name)[0])
+            ages.append(age)
+            kept.append(name)
+        if not feats:
+            return np.zeros((0, self.n_features)), np.zeros(0), np.zeros(0), [], notes
+        X, a = np.stack(feats), np.array(ages)
+        X, a, kept, dup_notes = self._merge_duplicates(X, a, kept)
+        notes += dup_notes
+        return X, a, np.ones(len(a)), kept, notes
+
+    @staticmethod
+    def _merge_duplicates(X, ages, names, tol: float = 1e-4):
+        """The same photo more than once (identical features): one row with the median age; a warning when
+        the ages differ by more than half a year."""
+        notes, groups, used = [], [], np.zeros(len(ages), bool)
+        norms = np.linalg.norm(X, axis=1)
+        for i in range(len(ages)):
+            if used[i]:
+                continue
+            dist = np.linalg.norm(X - X[i], axis=1) / np.maximum(norms + norms[i], 1e-12)
+            members = np.nonzero((dist <= tol) & ~used)[0]
+            used[members] = True
+            groups.append(members)
+        if len(groups) == len(ages):
+            return X, ages, names, notes
+        keep_X, keep_a, keep_n = [], [], []
+        for members in groups:
+            age = float(np.median(ages[members]))
+            if len(members) > 1:
+                listed = ", ".join(f"{names[m]} ({ages[m]:g})" for m in members)
+                if np.ptp(ages[members]) > 0.5:
+                    msg = (f"contradictory ages: {listed} are the same photo; using the median age {age:g}")
+                    warnings.warn(msg, ContextWarning, stacklevel=4)
+                else:
+                    msg = f"the same photo given {len(members)} times ({listed}); used once"
+                notes.append(msg)
+            keep_X.append(X[members[0]])
+            keep_a.append(age)
+            keep_n.append(names[members[0]])
+        return np.stack(keep_X), np.array(keep_a), keep_n, notes
+
+    def _robust_weights(self, Xc, ages, names):
+        """Down-weight context ages far out of line with the photos and with each other (Huber weights on the
+        residuals from the non-personal estimate, around their median, in units of the within-person noise)."""
+        notes = []
+        n = len(ages)
+        weights = np.ones(n)
+        if n < 2:
+            return weights, notes
+        m = self.model
+        base = m.predict_target(Xc, variant="mixture")["mean"]
+        r = to_target(ages, m.target) - base
+        # the person's common offset cancels in differences; what is left per photo: slope part + noise
+        _, var = bayes_linear_predict(None, [], m.standardize(Xc), m.resid_prior)
+        limit = 3.0 * np.sqrt(np.maximum(var - m.resid_prior[0] ** 2, 1e-12))
+        if n == 2:
+            if abs(r[0] - r[1]) > np.sqrt(2) * float(limit.mean()):
+                weights[:] = 0.5
+                msg = (f"contradictory ages: {names[0]} ({ages[0]:g}) and {names[1]} ({ages[1]:g}) disagree "
+                       f"with the photos' apparent age order/gap; both kept at half weight")
+                warnings.warn(msg, ContextWarning, stacklevel=4)
+                notes.append(msg)
+            return weights, notes
+        dev = np.abs(r - np.median(r))
+        out = dev > limit
+        if out.any():
+            weights[out] = limit[out] / dev[out]
+            listed = ", ".join(f"{names[i]} ({ages[i]:g})" for i in np.nonzero(out)[0])
+            msg = (f"ages inconsistent with the other context photos: {listed}; down-weighted (robust fit)")
+            warnings.warn(msg, ContextWarning, stacklevel=4)
+            notes.append(msg)
+        return weights, notes
+
+    def predict(self, features, context_features=None, context_ages=None, context_names=None) -> Personalized:
+        X = self._features(features, "query photos")
+        Xc, ages, weights, names, notes = self.clean_context(context_features, context_ages, context_names)
+        n = len(ages)
+        m = self.model
+        if n < self.min_context:
+            if n or context_features is not None:
+                notes.append(f"{n} usable context photo(s), at least {self.min_context} needed: "
+                             "non-personal estimate")
+            out = m.predict(X, variant="mixture")
+            return Personalized(out["age"], out["std"], out["lo"], out["hi"], False, "mixture", 0, notes)
+        weights, robust_notes = self._robust_weights(Xc, ages, names)
+        notes += robust_notes
+        out = m.predict(X, Xc, ages, variant=self.variant, context_weights=weights)
+        notes.append(f"personalised with {n} context photo(s) ({self.variant})")
+        return Personalized(out["age"], out["std"], out["lo"], out["hi"], True, self.variant, n, notes)
