@@ -16,7 +16,9 @@ def test_ci_runs_the_readme_test_command():
     assert ci_lines == [test_cmd]
 
 
-def test_main_command_names_a_packaged_config():
+def test_main_command_predicts_a_committed_photo_with_the_packaged_model():
     main_cmd, _ = readme_commands()
-    config = re.search(r"agekit train (\S+)", main_cmd).group(1)
-    assert (ROOT / "agekit" / "configs" / f"{config}.yaml").is_file()
+    photo = re.search(r"agekit predict (\S+)$", main_cmd).group(1)
+    assert (ROOT / photo).is_file()
+    assert (ROOT / "agekit" / "weights" / "agekit-default.onnx").is_file()
+    assert (ROOT / "agekit" / "weights" / "MODEL_CARD.md").is_file()

@@ -163,7 +163,21 @@ def test_usage_errors_exit_2_and_write_nothing(tiny, photos, capsys, tmp_path):
     out_file = tmp_path / "out.csv"
     for argv, needle in [(["--model", tmp_path / "missing.onnx"], "model file not found"),
                          (["--model", tiny["onnx"], "--level", 1.5], "--level must be between 0 and 1"),
-                         (["--model", tiny["onnx"], "--max-faces", 0], "--max-faces must be >= 1")]:
+                         (["--model", tiny["onnx"], "--max-faces", 0], "--max-faces must be >= 1"),
+                         (["--model", tiny["onnx"], "--detect-size", 8], "--detect-size must be at least 32")]:
         code, out, err = run(capsys, "predict", photos / "two_faces.jpg", "--out", out_file, *argv)
         assert code == 2 and needle in err and err.startswith("agekit: error:") and len(err.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_detect_size_shrinks_the_photo_before_detection(tiny, photos, capsys):
+    # Both faces of the 640x480 scene are 150+ px: still found when it is searched at 320 px, and their
+    # boxes come back in the photo's own pixels.
+    code, out, _ = run(capsys, "predict", photos / "two_faces.jpg", "--model", tiny["onnx"], "--output", "json",
+                       "--detect-size", 320)
+    full_code, full_out, _ = run(capsys, "predict", photos / "two_faces.jpg", "--model", tiny["onnx"], "--output",
+                                 "json")
+    small, full = json.loads(out)[0]["faces"], json.loads(full_out)[0]["faces"]
+    assert code == full_code == 0 and len(small) == len(full) == 2
+    for a, b in zip(sorted(small, key=lambda f: f["box"][0]), sorted(full, key=lambda f: f["box"][0])):
+        assert np.abs(np.array(a["box"]) - np.array(b["box"])).max() < 0.1 * (b["box"][2] - b["box"][0])

@@ -50,7 +50,7 @@ def test_training_on_utkface_slice_lowers_validation_mae(utkface_root, tmp_path)
     assert summary["best_val_mae"] < prior_mae * 0.85
     assert summary["best_val_mae"] == pytest.approx(min(val), abs=1e-3)
     payload = read_checkpoint(run / "best.pt")
-    assert payload["inference"]["crop"] == {"size": 32, "rule": "full", "margin": 0.4, "zoom": 1.0}
+    assert payload["inference"]["crop"] == {"size": 32, "rule": "full", "margin": 0.4, "zoom": 1.0, "shift": 0.0}
     assert payload["inference"]["method"] == "dldl_v2" and payload["inference"]["age_max"] == 100
 
 

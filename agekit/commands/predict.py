@@ -11,6 +11,10 @@ def register(sub):
                                    "Files, folders (recursive) and globs; a file that fails is reported and the "
                                    "rest go on; exit code 1 when any failed. See docs/predict.md.")
     add_common_arguments(p)
+    p.add_argument("--context-dir", metavar="DIR",
+                   help="personalise the estimates with photos of the same person with known ages: DIR holds the "
+                        "photos and ages.csv with columns file,age (see docs/neural_processes.md); needs the face "
+                        "NP bank MODEL.np.npz beside the model (agekit np-bank)")
     p.set_defaults(func=run)
 
 

@@ -44,7 +44,6 @@ TARGETS = ("log", "linear")
 #                  residuals from the mixture
 #   join+residual  both
 VARIANTS = ("mixture", "join", "residual", "join+residual")
-Z90 = 1.6448536269514722  # a +-Z90 std Gaussian interval holds 90%
 AGE_LIMITS = (0.0, 120.0)  # agekit.data.records.AGE_VALID_RANGE: a label outside is a data error
 
 
@@ -68,6 +67,15 @@ def target_slope(t, kind: str) -> np.ndarray:
     """d age / d t at t (converts a std in target units to years, to first order)."""
     t = np.asarray(t, dtype=np.float64)
     return np.exp(t) if kind == "log" else np.ones_like(t)
+
+
+def interval_z(level: float) -> float:
+    """z of the central `level` interval of a standard normal (0.9 -> 1.645)."""
+    from statistics import NormalDist
+
+    if not 0.0 < level < 1.0:
+        raise AgekitError(f"interval level must be between 0 and 1, got {level}")
+    return float(NormalDist().inv_cdf(0.5 + level / 2.0))
 
 
 def sigmoid(x) -> np.ndarray:
@@ -185,6 +193,7 @@ class FaceNP:
     corr_w: np.ndarray  # (P, F) w_p
     prior: np.ndarray  # (3,) sigma_b, sigma_w, sigma of a subject's correction from g (target units)
     resid_prior: np.ndarray  # (3,) the same for a person's residual from the no-context mixture
+    enc_prior: np.ndarray  # (3,) the same for a person's residual from the encoder's own estimate (nan: unknown)
     mix_scale: float  # a: weight of the mixture's spread in the predictive variance
     variant: str = "residual"  # default use of a context
     min_context: int = 1  # fewer usable context photos -> the non-personal estimate
@@ -263,25 +272,49 @@ class FaceNP:
             _, res_var = bayes_linear_predict(Zc, tc - ctx_base, Z, self.resid_prior, context_weights)
         return {"mean": mean, "var": self.mix_scale * mix_spread + res_var, "base": base, "weights": s}
 
-    def to_ages(self, mean_t, var_t) -> dict:
-        """Target-unit mean/variance -> ages: 'age' (the median), 'std' (first order), 'lo'/'hi' (90%)."""
+    def to_ages(self, mean_t, var_t, level: float = 0.9) -> dict:
+        """Target-unit mean/variance -> ages: 'age' (the median), 'std' (first order), 'lo'/'hi' (the central
+        `level` interval, Gaussian in target units)."""
+        z = interval_z(level)
         sd = np.sqrt(np.maximum(var_t, 0.0))
         clip = lambda a: np.clip(a, self.age_min, self.age_max)  # noqa: E731
         return {"age": clip(from_target(mean_t, self.target)),
                 "std": sd * target_slope(mean_t, self.target),
-                "lo": clip(from_target(mean_t - Z90 * sd, self.target)),
-                "hi": clip(from_target(mean_t + Z90 * sd, self.target))}
+                "lo": clip(from_target(mean_t - z * sd, self.target)),
+                "hi": clip(from_target(mean_t + z * sd, self.target))}
 
     def predict(self, X, context_X=None, context_ages=None, *, variant: str | None = None,
-                context_weights=None, exclude=None) -> dict:
+                context_weights=None, exclude=None, level: float = 0.9) -> dict:
         """Ages for features X (N, F), optionally personalised by context photos (features, ages).
-        Returns {'age', 'std', 'lo', 'hi'} (years; lo/hi: 90% interval) plus 'mean_t', 'std_t'."""
+        Returns {'age', 'std', 'lo', 'hi'} (years; lo/hi: the `level` interval) plus 'mean_t', 'std_t'."""
         ct = None if context_ages is None else to_target(context_ages, self.target)
         out = self.predict_target(X, context_X, ct, variant=variant, context_weights=context_weights,
                                   exclude=exclude)
-        ages = self.to_ages(out["mean"], out["var"])
+        ages = self.to_ages(out["mean"], out["var"], level)
         ages.update(mean_t=out["mean"], std_t=np.sqrt(out["var"]))
         return ages
+
+    def predict_from_encoder(self, X, base_ages, context_X=None, context_ages=None, context_base_ages=None, *,
+                             context_weights=None, level: float = 0.9) -> dict:
+        """Personalise the encoder's own estimates instead of the bank's: t(base) + a Bayesian linear correction
+        fitted to the context's residuals from the encoder's estimates (prior `enc_prior`, fitted on the bank
+        subjects). base_ages: the encoder's ages for X; context_base_ages: for context_X. No context: the
+        encoder's estimates with the prior variance. Returns what `predict` returns."""
+        if not np.isfinite(self.enc_prior).all():
+            raise AgekitError("this face NP file has no prior for the encoder's own estimates; rebuild it with "
+                              "`agekit np-bank`")
+        Z = self.standardize(X)
+        base = to_target(np.asarray(base_ages, dtype=np.float64), self.target)
+        if context_X is None or context_ages is None or len(context_ages) == 0:
+            corr, var = bayes_linear_predict(None, [], Z, self.enc_prior)
+        else:
+            Zc = self.standardize(context_X)
+            r = to_target(context_ages, self.target) - to_target(np.asarray(context_base_ages, np.float64),
+                                                                 self.target)
+            corr, var = bayes_linear_predict(Zc, r, Z, self.enc_prior, context_weights)
+        out = self.to_ages(base + corr, var, level)
+        out.update(mean_t=base + corr, std_t=np.sqrt(var))
+        return out
 
     def predict_global(self, X) -> np.ndarray:
         """The global (non-personal) ridge model's ages."""
@@ -343,7 +376,7 @@ class FaceNP:
     def check(self) -> None:
         F, H, P = self.n_features, self.W.shape[0], len(self.subjects)
         shapes = {"feat_scale": (F,), "g_w": (F,), "W": (H, F), "c": (H,), "emb": (P, H), "corr_b": (P,),
-                  "corr_w": (P, F), "prior": (3,), "resid_prior": (3,), "join_bias": (2,)}
+                  "corr_w": (P, F), "prior": (3,), "resid_prior": (3,), "join_bias": (2,), "enc_prior": (3,)}
         for name, shape in shapes.items():
             if getattr(self, name).shape != shape:
                 raise AgekitError(f"face NP: {name} has shape {getattr(self, name).shape}, expected {shape}")
@@ -390,6 +423,12 @@ class Personalizer:
     >>> out = p.predict(query_features, context_features, context_ages, context_names)
     >>> out.ages, out.std, out.personalised, out.notes
 
+    Two anchors. Without `base_ages`, the bank's own non-personal estimate (the mixture over the bank's
+    subjects) is personalised with the default variant. With `base_ages` (the encoder's own age estimates
+    of the query photos) and `context_base_ages` (of the context photos), those estimates are personalised
+    instead (`FaceNP.predict_from_encoder`): what `agekit predict --context-dir` does, because the bank is
+    fitted on FG-NET only and its own estimates do not transfer to other photos.
+
     Context rows that are None (no face found in that photo) are skipped with a note. Ages must be numbers
     in 0..120 (else AgekitError naming the photo). The same photo given twice with different ages, or ages
     far out of line with the photos and with each other (e.g. labels that contradict the faces' order),
@@ -421,23 +460,29 @@ class Personalizer:
             raise AgekitError(f"{what}: features contain NaN or infinite values")
         return X
 
-    def clean_context(self, context_features, context_ages, context_names=None):
-        """Validate and tidy a context. Returns (features (n, F), ages (n,), weights (n,), names, notes)."""
+    def clean_context(self, context_features, context_ages, context_names=None, context_base_ages=None):
+        """Validate and tidy a context. Returns (features (n, F), ages (n,), base ages (n,) or None, names,
+        notes)."""
         notes: list[str] = []
         if context_features is None:
-            context_features, context_ages = [], [] if context_ages is None else context_ages
+            context_features = []
+            context_ages = [] if context_ages is None else context_ages
         if context_ages is None:
             raise AgekitError("context features given without ages")
-        rows = list(context_features) if not isinstance(context_features, np.ndarray) else list(context_features)
-        ages_in = list(np.atleast_1d(context_ages)) if not isinstance(context_ages, list) else context_ages
+        rows = list(context_features)
+        ages_in = list(np.atleast_1d(np.asarray(context_ages, dtype=object))) \
+            if not isinstance(context_ages, (list, tuple)) else list(context_ages)
         if len(rows) != len(ages_in):
             raise AgekitError(f"context: {len(rows)} photos but {len(ages_in)} ages")
         names = [f"context photo #{i + 1}" for i in range(len(rows))] if context_names is None \
             else [str(n) for n in context_names]
         if len(names) != len(rows):
             raise AgekitError(f"context: {len(rows)} photos but {len(names)} names")
-        feats, ages, kept = [], [], []
-        for feat, age, name in zip(rows, ages_in, names):
+        bases_in = None if context_base_ages is None else list(context_base_ages)
+        if bases_in is not None and len(bases_in) != len(rows):
+            raise AgekitError(f"context: {len(rows)} photos but {len(bases_in)} base ages")
+        feats, ages, bases, kept = [], [], [], []
+        for i, (feat, age, name) in enumerate(zip(rows, ages_in, names)):
             age = parse_age(age, name)  # bad ages are errors even for photos skipped below
             if feat is None:
                 notes.append(f"{name}: no face found; skipped")
@@ -445,15 +490,18 @@ class Personalizer:
             feats.append(self._features(feat, name)[0])
             ages.append(age)
             kept.append(name)
+            if bases_in is not None:
+                bases.append(float(bases_in[i]))
         if not feats:
-            return np.zeros((0, self.n_features)), np.zeros(0), np.zeros(0), [], notes
+            return np.zeros((0, self.n_features)), np.zeros(0), None if bases_in is None else np.zeros(0), [], notes
         X, a = np.stack(feats), np.array(ages)
-        X, a, kept, dup_notes = self._merge_duplicates(X, a, kept)
+        b = None if bases_in is None else np.array(bases)
+        X, a, b, kept, dup_notes = self._merge_duplicates(X, a, b, kept)
         notes += dup_notes
-        return X, a, np.ones(len(a)), kept, notes
+        return X, a, b, kept, notes
 
     @staticmethod
-    def _merge_duplicates(X, ages, names, tol: float = 1e-4):
+    def _merge_duplicates(X, ages, bases, names, tol: float = 1e-4):
         """The same photo more than once (identical features): one row with the median age; a warning when
         the ages differ by more than half a year."""
         notes, groups, used = [], [], np.zeros(len(ages), bool)
@@ -466,8 +514,8 @@ class Personalizer:
             used[members] = True
             groups.append(members)
         if len(groups) == len(ages):
-            return X, ages, names, notes
-        keep_X, keep_a, keep_n = [], [], []
+            return X, ages, bases, names, notes
+        keep_X, keep_a, keep_b, keep_n = [], [], [], []
         for members in groups:
             age = float(np.median(ages[members]))
             if len(members) > 1:
@@ -481,9 +529,11 @@ class Personalizer:
             keep_X.append(X[members[0]])
             keep_a.append(age)
             keep_n.append(names[members[0]])
-        return np.stack(keep_X), np.array(keep_a), keep_n, notes
+            if bases is not None:
+                keep_b.append(float(np.mean(bases[members])))
+        return np.stack(keep_X), np.array(keep_a), None if bases is None else np.array(keep_b), keep_n, notes
 
-    def _robust_weights(self, Xc, ages, names):
+    def _robust_weights(self, Xc, ages, names, bases=None):
         """Down-weight context ages far out of line with the photos and with each other (Huber weights on the
         residuals from the non-personal estimate, around their median, in units of the within-person noise)."""
         notes = []
@@ -492,11 +542,14 @@ class Personalizer:
         if n < 2:
             return weights, notes
         m = self.model
-        base = m.predict_target(Xc, variant="mixture")["mean"]
+        if bases is None:
+            base, prior = m.predict_target(Xc, variant="mixture")["mean"], m.resid_prior
+        else:
+            base, prior = to_target(bases, m.target), m.enc_prior
         r = to_target(ages, m.target) - base
         # the person's common offset cancels in differences; what is left per photo: slope part + noise
-        _, var = bayes_linear_predict(None, [], m.standardize(Xc), m.resid_prior)
-        limit = 3.0 * np.sqrt(np.maximum(var - m.resid_prior[0] ** 2, 1e-12))
+        _, var = bayes_linear_predict(None, [], m.standardize(Xc), prior)
+        limit = 3.0 * np.sqrt(np.maximum(var - prior[0] ** 2, 1e-12))
         if n == 2:
             if abs(r[0] - r[1]) > np.sqrt(2) * float(limit.mean()):
                 weights[:] = 0.5
@@ -515,19 +568,39 @@ class Personalizer:
             notes.append(msg)
         return weights, notes
 
-    def predict(self, features, context_features=None, context_ages=None, context_names=None) -> Personalized:
+    def predict(self, features, context_features=None, context_ages=None, context_names=None, *,
+                level: float = 0.9, base_ages=None, context_base_ages=None) -> Personalized:
+        """Personalised ages of the query photos' features (Q, F) given context photos' features (n, F; a row
+        may be None: no face), their ages and optional names (for messages). lo/hi: the `level` interval.
+        base_ages / context_base_ages: the encoder's own estimates, to personalise those (see the class)."""
+        interval_z(level)
         X = self._features(features, "query photos")
-        Xc, ages, weights, names, notes = self.clean_context(context_features, context_ages, context_names)
+        anchored = base_ages is not None
+        if anchored:
+            base_ages = np.asarray(base_ages, dtype=np.float64).reshape(-1)
+            if base_ages.shape != (len(X),) or not np.isfinite(base_ages).all():
+                raise AgekitError(f"base_ages must be {len(X)} finite ages, one per query photo")
+            if context_features is not None and context_base_ages is None:
+                raise AgekitError("base_ages given without context_base_ages (the encoder's ages of the context)")
+        Xc, ages, bases, names, notes = self.clean_context(context_features, context_ages, context_names,
+                                                           context_base_ages if anchored else None)
         n = len(ages)
         m = self.model
         if n < self.min_context:
             if n or context_features is not None:
                 notes.append(f"{n} usable context photo(s), at least {self.min_context} needed: "
                              "non-personal estimate")
-            out = m.predict(X, variant="mixture")
-            return Personalized(out["age"], out["std"], out["lo"], out["hi"], False, "mixture", 0, notes)
-        weights, robust_notes = self._robust_weights(Xc, ages, names)
+            out = m.predict_from_encoder(X, base_ages, level=level) if anchored \
+                else m.predict(X, variant="mixture", level=level)
+            return Personalized(out["age"], out["std"], out["lo"], out["hi"], False,
+                                "encoder" if anchored else "mixture", 0, notes)
+        weights, robust_notes = self._robust_weights(Xc, ages, names, bases)
         notes += robust_notes
-        out = m.predict(X, Xc, ages, variant=self.variant, context_weights=weights)
-        notes.append(f"personalised with {n} context photo(s) ({self.variant})")
-        return Personalized(out["age"], out["std"], out["lo"], out["hi"], True, self.variant, n, notes)
+        if anchored:
+            out = m.predict_from_encoder(X, base_ages, Xc, ages, bases, context_weights=weights, level=level)
+            variant = "encoder+residual"
+        else:
+            out = m.predict(X, Xc, ages, variant=self.variant, context_weights=weights, level=level)
+            variant = self.variant
+        notes.append(f"personalised with {n} context photo(s) ({variant})")
+        return Personalized(out["age"], out["std"], out["lo"], out["hi"], True, variant, n, notes)

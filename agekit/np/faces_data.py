@@ -1,14 +1,16 @@
-"""Encoder features of FG-NET faces for the face Neural Process (needs torch; agekit.np.faces does not).
+"""Encoder features of FG-NET faces for the face Neural Process.
 
-The encoder is a trained agekit checkpoint used frozen: x_hat = `AgeModel.features(x)`, the backbone's pooled
-features (the concatenation over views for a multi-input model), the same vector the method head reads and
-the ONNX model's "embedding" output. FG-NET photos are cropped with the checkpoint's input size and the
-`align` rule on FG-NET's own 68 landmarks (as `agekit bench --protocol fgnet_lopo` does). Features are
-cached per (checkpoint file contents, crops) under $AGEKIT_CACHE/np_faces, so a rerun skips the network.
+The encoder is a trained agekit model used frozen: x_hat = the backbone's pooled features (`AgeModel.features`
+for a checkpoint, the "embedding" output of an ONNX model made by `agekit export`; the two are the same
+network). Every FG-NET photo is cropped from its own 68 landmarks with the model's crop views, the way
+`agekit predict` crops a detected face (`agekit.runtime.crops.face_crops`: the "align" rule aligns on the
+landmarks; a model trained on whole UTKFace chips ("full" rule) gets a chip-like aligned view first), so the
+features of the bank's subjects match those of a user's photos. Features are cached per (model file
+contents, images, landmarks) under $AGEKIT_CACHE/np_faces; a rerun skips decoding and the network.
+A checkpoint needs torch; an ONNX model needs onnxruntime only.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -16,16 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-from agekit.errors import AgekitError
+from agekit.errors import AgekitError, ImageError
 
 log = logging.getLogger(__name__)
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 
 
 @dataclass
 class FaceFeatures:
     """One row per usable image: encoder features (N, F) float32, true ages (N,), subject ids (N,) str,
-    the encoder's own age prediction (N,) and the image keys (N,) str."""
+    the encoder's own age estimate (N,) and the image keys (N,) str; info: where they came from."""
 
     features: np.ndarray
     ages: np.ndarray
@@ -43,7 +45,7 @@ class FaceFeatures:
                             self.keys[mask], dict(self.info))
 
 
-def _file_sha1(path: Path) -> str:
+def file_sha1(path) -> str:
     h = hashlib.sha1()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -51,26 +53,64 @@ def _file_sha1(path: Path) -> str:
     return h.hexdigest()
 
 
-def encoder_crop_config(payload: dict) -> dict:
-    """The checkpoint's config with its crops switched to landmark alignment (size, margin, zoom and extra
-    views as trained). FG-NET photos are uncropped scans, so the rule is always `align`."""
-    cfg = copy.deepcopy(payload["config"])
-    cfg["data"]["crop"]["rule"] = "align"
-    return cfg
+class Encoder:
+    """A frozen agekit model as a feature extractor: `specs` (crop views), `encode(views)` ->
+    (features (N, F) float32, own age estimate (N,)), and a description."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise AgekitError(f"encoder model not found: {self.path}")
+        self.kind = "onnx" if self.path.suffix.lower() == ".onnx" else "checkpoint"
+        self.sha1 = file_sha1(self.path)
+        if self.kind == "onnx":
+            from agekit.runtime.onnx_model import OnnxAgeModel
+
+            self._onnx = OnnxAgeModel(self.path)
+            if "embedding" not in self._onnx.output_names:
+                raise AgekitError(f"{self.path}: this ONNX model has no 'embedding' output; re-export it with "
+                                  "`agekit export` to use it for personalisation")
+            self.specs = list(self._onnx.views)
+            meta = self._onnx.meta
+            self.backbone, self.age_range = meta.get("backbone"), [meta["age_min"], meta["age_max"]]
+        else:
+            from agekit.data.preprocess import CropSpec
+            from agekit.engine.checkpoint import read_checkpoint
+
+            payload = read_checkpoint(self.path)
+            cfg = payload["config"]
+            base = cfg["data"]["crop"]
+            self.specs = [CropSpec(**{**base, **v}) for v in [{}] + list(cfg["data"].get("extra_views") or [])]
+            self.backbone = cfg["model"]["backbone"]
+            self.age_range = [cfg["data"]["age_min"], cfg["data"]["age_max"]]
+            self._model = None
+
+    def encode(self, views, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+        if self.kind == "onnx":
+            out = self._onnx.run(views, batch_size=batch_size)
+            return out["embedding"].astype(np.float32), out["age"].astype(np.float32)
+        if self._model is None:
+            from agekit.engine.checkpoint import load_model
+
+            self._model = load_model(self.path)[0]
+        return encode_crops(self._model, views, batch_size)
+
+    def describe(self) -> dict:
+        return {"path": str(self.path), "kind": self.kind, "sha1": self.sha1, "backbone": self.backbone,
+                "crop": [s.to_dict() for s in self.specs], "age_range": self.age_range}
 
 
-def encode_crops(model, views, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def encode_crops(model, views, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """Run a frozen AgeModel on uint8 crops (a list with one (N, S, S, 3) array per view): returns
-    (features (N, F) float32, the model's own age estimate (N,) float32), in one pass."""
+    (features (N, F) float32 = `model.features`, the model's own age estimate (N,) float32), in one pass."""
     import torch
 
     from agekit.engine.inference import to_input
 
     model.eval()
     feats, ages = [], []
-    n = len(views[0])
     with torch.inference_mode():
-        for start in range(0, n, batch_size):
+        for start in range(0, len(views[0]), batch_size):
             x = to_input([v[start:start + batch_size] for v in views], "cpu", channels_last=False)
             f = model.features(x)
             feats.append(f.float().numpy())
@@ -80,68 +120,79 @@ def encode_crops(model, views, batch_size: int = 256) -> tuple[np.ndarray, np.nd
     return np.concatenate(feats).astype(np.float32), np.concatenate(ages).astype(np.float32)
 
 
-def fgnet_features(checkpoint, root, *, cache_dir=None, use_cache: bool = True, progress: bool = False,
-                   subjects=None) -> FaceFeatures:
-    """Encoder features of every FG-NET image with landmarks under `root` (optionally only `subjects`)."""
-    import torch
+def crop_views(image: np.ndarray, specs, landmarks) -> list[np.ndarray]:
+    """The model's input crops of the face with these landmarks, as `agekit predict` makes them."""
+    try:
+        from agekit.runtime.crops import face_crops
+    except ImportError:  # agekit.runtime absent: the training crop function (same for "align" models)
+        from agekit.data.preprocess import crop_face
 
-    from agekit.data.cache import build_or_load, default_cache_dir
+        return [crop_face(image, s, landmarks=landmarks) for s in specs]
+    return face_crops(image, specs, landmarks=landmarks)[0]
+
+
+def fgnet_records(root, subjects=None):
+    """FG-NET records with a subject id, a valid age and landmarks, sorted by key; and the keys skipped
+    for lack of landmarks."""
     from agekit.data.records import AGE_VALID_RANGE, read_dataset
-    from agekit.engine.checkpoint import load_model, read_checkpoint
-    from agekit.engine.data import view_specs
 
-    checkpoint = Path(checkpoint)
-    payload = read_checkpoint(checkpoint)
-    cfg = encoder_crop_config(payload)
     result = read_dataset("fgnet", root)
     records = [r for r in result.records
                if r.subject is not None and AGE_VALID_RANGE[0] <= r.age <= AGE_VALID_RANGE[1]]
-    no_landmarks = [r.key for r in records if r.landmarks is None]
+    no_landmarks = sorted(r.key for r in records if r.landmarks is None)
     records = [r for r in records if r.landmarks is not None]
     if subjects is not None:
         wanted = {str(s) for s in subjects}
         records = [r for r in records if str(r.subject) in wanted]
     if not records:
-        raise AgekitError(f"{root}: no FG-NET images with subject ids and landmarks")
-    records.sort(key=lambda r: r.key)
-    specs = view_specs(cfg)
+        raise AgekitError(f"{root}: no FG-NET images with subject ids and landmarks"
+                          + (f" for subjects {sorted(subjects)}" if subjects is not None else ""))
+    return sorted(records, key=lambda r: r.key), no_landmarks
+
+
+def fgnet_features(model, root, *, cache_dir=None, use_cache: bool = True, subjects=None) -> FaceFeatures:
+    """Encoder features of every FG-NET image with landmarks under `root` (optionally only `subjects`).
+    model: a checkpoint (.pt) or an ONNX model (.onnx), or an `Encoder`."""
+    from agekit.data.cache import default_cache_dir
+    from agekit.io import atomic_path, load_image
+
+    encoder = model if isinstance(model, Encoder) else Encoder(model)
+    records, no_landmarks = fgnet_records(root, subjects)
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    h = hashlib.sha1(f"v{FEATURES_VERSION}|{_file_sha1(checkpoint)}|{[s.tag() for s in specs]}".encode())
+    h = hashlib.sha1(f"v{FEATURES_VERSION}|{encoder.sha1}|{[s.tag() for s in encoder.specs]}".encode())
     for r in records:
         h.update(r.key.encode())
         h.update(np.asarray(r.face_points(), np.float32).round(2).tobytes())
     feat_path = cache_dir / "np_faces" / f"fgnet-{h.hexdigest()[:16]}.npz"
-    info = {"checkpoint": str(checkpoint), "backbone": cfg["model"]["backbone"],
-            "crop": [s.to_dict() for s in specs], "root": str(root), "skipped_no_landmarks": no_landmarks,
-            "skipped_unreadable": []}
+    info = {"encoder": encoder.describe(), "root": str(root), "skipped_no_landmarks": no_landmarks,
+            "feature_cache": str(feat_path)}
     if use_cache and feat_path.is_file():
-        z = np.load(feat_path, allow_pickle=False)
-        info["skipped_unreadable"] = [str(k) for k in z["unreadable"]]
-        log.debug("feature cache hit %s", feat_path)
-        return FaceFeatures(z["features"], z["ages"], z["subjects"], z["encoder_age"], z["keys"], info)
+        with np.load(feat_path, allow_pickle=False) as z:
+            info["skipped_unreadable"] = [str(k) for k in z["unreadable"]]
+            log.debug("feature cache hit %s", feat_path)
+            return FaceFeatures(z["features"], z["ages"], z["subjects"], z["encoder_age"], z["keys"], info)
 
-    caches = [build_or_load("fgnet", records, spec, cache_dir, progress=progress, use_cache=use_cache)
-              for spec in specs]
-    failed = set().union(*(c.failures for c in caches))
-    keep = [r for r in records if r.key not in failed]
-    views = []
-    for c in caches:
-        pos = {r.key: j for j, r in enumerate(c.records)}
-        views.append(c.images[[pos[r.key] for r in keep]])
-    model, _ = load_model(checkpoint)
-    old = torch.get_num_threads()
-    try:
-        feats, enc_age = encode_crops(model, views)
-    finally:
-        torch.set_num_threads(old)
-    out = FaceFeatures(feats, np.array([r.age for r in keep], np.float32),
-                       np.array([str(r.subject) for r in keep]), enc_age, np.array([r.key for r in keep]), info)
-    info["skipped_unreadable"] = sorted(failed)
+    views = [[] for _ in encoder.specs]
+    keep, unreadable = [], []
+    for r in records:
+        try:
+            crops = crop_views(load_image(r.path), encoder.specs, r.face_points())
+        except (ImageError, AgekitError) as exc:
+            unreadable.append(r.key)
+            log.warning("skipping %s: %s", r.key, exc)
+            continue
+        for v, crop in zip(views, crops):
+            v.append(crop)
+        keep.append(r)
+    if not keep:
+        raise AgekitError(f"{root}: none of the FG-NET images could be read")
+    feats, enc_age = encoder.encode([np.stack(v) for v in views])
+    out = FaceFeatures(feats, np.array([r.age for r in keep], np.float32), np.array([str(r.subject) for r in keep]),
+                       enc_age, np.array([r.key for r in keep]), info)
+    info["skipped_unreadable"] = unreadable
     if use_cache:
-        from agekit.io import atomic_path
-
         with atomic_path(feat_path) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, features=out.features, ages=out.ages, subjects=out.subjects,
-                         encoder_age=out.encoder_age, keys=out.keys, unreadable=np.array(sorted(failed), dtype=str))
+                         encoder_age=out.encoder_age, keys=out.keys, unreadable=np.array(unreadable, dtype=str))
     return out

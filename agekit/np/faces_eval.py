@@ -9,6 +9,9 @@ scored; subjects with fewer than k_ctx + 1 photos are skipped for that k_ctx):
 - `np+join`, `np+residual`, `np+join+residual`: the NP variants that use the context (agekit.np.faces);
 - `global+offset`: the ablation without the similarity mixture: g plus the same Bayesian correction fitted to
   the context's residuals from g (hierarchical linear model, no NP);
+- `encoder+offset`: the encoder's own estimate plus the same kind of correction fitted to the context's
+  residuals from it (prior fitted on the training subjects' residuals from the encoder): what the product
+  does (`agekit predict --context-dir`), since the FG-NET-fitted models do not transfer to other photos;
 and `encoder`, `global`, `np` again on the same photos, so every row of one k_ctx compares like with like.
 A fold's MAE is the mean over its draws of the MAE over the scored photos; tables give mean +- std over folds.
 """
@@ -25,7 +28,7 @@ log = logging.getLogger(__name__)
 
 CONTEXT_SETTINGS = tuple(f"np+{v}" for v in VARIANTS if v != "mixture")
 BASE_SETTINGS = ("encoder", "global", "np")
-ALL_SETTINGS = BASE_SETTINGS + CONTEXT_SETTINGS + ("global+offset",)
+ALL_SETTINGS = BASE_SETTINGS + CONTEXT_SETTINGS + ("global+offset", "encoder+offset")
 
 
 def _global_offset(model, Xq, Xc, ac):
@@ -76,12 +79,16 @@ def score_fold(model, ff, test_mask, ks, draws, seed, fold_index, variants_for_c
             acc["global+offset"].append(np.mean(np.abs(ages - truth)))
             if "global+offset" in variants_for_calibration:
                 add_calib(k, "global+offset", ages, std, lo, hi, truth)
+            out = model.predict_from_encoder(X[tgt], enc[tgt], X[ctx], y[ctx], enc[ctx])
+            acc["encoder+offset"].append(np.mean(np.abs(out["age"] - truth)))
+            if "encoder+offset" in variants_for_calibration:
+                add_calib(k, "encoder+offset", out["age"], out["std"], out["lo"], out["hi"], truth)
         maes[k] = {s: float(np.mean(v)) for s, v in acc.items()}
     return maes, calib, skipped
 
 
 def evaluate_lopo(ff, fit_config, *, ks=(1, 2, 4, 8), draws: int = 5, seed: int = 0, folds=None,
-                  calibrate=("np+residual", "np+join", "np+join+residual", "global+offset"),
+                  calibrate=("np+residual", "np+join", "np+join+residual", "global+offset", "encoder+offset"),
                   progress=None) -> dict:
     """Leave-one-person-out over the subjects of `ff` (FaceFeatures). Returns a results dict (JSON-able)."""
     from agekit.np.faces_train import fit_face_np
@@ -96,7 +103,8 @@ def evaluate_lopo(ff, fit_config, *, ks=(1, 2, 4, 8), draws: int = 5, seed: int 
     t0 = time.perf_counter()
     for i, subject in enumerate(subjects):
         test = ff.subjects == subject
-        model, report = fit_face_np(ff.features[~test], ff.ages[~test], ff.subjects[~test], fit_config)
+        model, report = fit_face_np(ff.features[~test], ff.ages[~test], ff.subjects[~test], fit_config,
+                                    encoder_ages=ff.encoder_age[~test])
         maes, calib, skip = score_fold(model, ff, test, ks, draws, seed, i, calibrate)
         per_fold[subject] = {str(k): v for k, v in maes.items()}
         per_fold[subject]["n_images"] = int(test.sum())
@@ -126,11 +134,13 @@ def summarize(per_fold: dict, ks) -> dict:
         for setting in rows[0]:
             v = np.array([r[setting] for r in rows])
             d = v - np.array([r["global"] for r in rows])
+            e = v - np.array([r["encoder"] for r in rows])
+            se = (lambda a: float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else 0.0)  # noqa: E731
             table[setting] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-                              "se": float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0,
-                              "diff_vs_global": float(d.mean()),
-                              "diff_se": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0,
-                              "folds_better_than_global": int(np.sum(d < 0))}
+                              "se": se(v), "diff_vs_global": float(d.mean()), "diff_se": se(d),
+                              "folds_better_than_global": int(np.sum(d < 0)),
+                              "diff_vs_encoder": float(e.mean()), "diff_vs_encoder_se": se(e),
+                              "folds_better_than_encoder": int(np.sum(e < 0))}
         out[str(k)] = {"folds": len(rows), "settings": table}
     return out
 
@@ -168,10 +178,14 @@ def calibration_summary(rows, ks, n_bins: int = 5) -> dict:
         err, std, inside = (np.concatenate(a) for a in (all_err, all_std, all_in))
         edges = np.quantile(std, np.linspace(0, 1, n_bins + 1))
         which = np.clip(np.searchsorted(edges, std, side="right") - 1, 0, n_bins - 1)
-        entry["bins"] = [{"std_from": float(edges[b]), "std_to": float(edges[b + 1]), "n": int(np.sum(which == b)),
-                          "mean_std": float(std[which == b].mean()), "rmse": float(np.sqrt(np.mean(err[which == b] ** 2))),
-                          "mae": float(err[which == b].mean()), "coverage90": float(inside[which == b].mean())}
-                         for b in range(n_bins) if np.any(which == b)]
+        entry["bins"] = []
+        for b in range(n_bins):
+            sel = which == b
+            if sel.any():
+                entry["bins"].append({
+                    "std_from": float(edges[b]), "std_to": float(edges[b + 1]), "n": int(sel.sum()),
+                    "mean_std": float(std[sel].mean()), "rmse": float(np.sqrt(np.mean(err[sel] ** 2))),
+                    "mae": float(err[sel].mean()), "coverage90": float(inside[sel].mean())})
         entry["all"] = {"n": int(len(err)), "coverage90": float(inside.mean()),
                         "spearman_std_abs_error": _spearman(std, err), "mean_std": float(std.mean()),
                         "rmse": float(np.sqrt(np.mean(err ** 2)))}

@@ -9,12 +9,14 @@
 3. the prior of a subject's correction (sigma_b, sigma_w, sigma) by type-II maximum likelihood (the marginal
    likelihood of the residuals t - g_oof of every subject under the Bayesian linear model), then each
    subject's correction (b_p, w_p) = its posterior mean given the subject's residuals;
-4. W, c, beta by Adam on the episodic objective: for every training photo j of subject k,
+4. W, c, beta by full-batch Adam on the episodic objective: for every training photo j of subject k,
    (t_j - y_hat_j)^2 with y_hat_j = g_oof(z_j) + sum_{p != k} s_p (b_p + z_j . w_p) (subject k never in its
-   own mixture), plus, when `context_episodes`, the same loss for "join" episodes: k's own correction, fitted
-   on a random context of 1, 2, 4 or 8 of k's photos, joins the mixture with similarity beta e_ctx . x_tilde
-   (e_ctx = max of x_tilde over the context) and the rest of k's photos are the targets;
-5. the residual prior (the same three hyperparameters, for a person's residuals from the no-context mixture)
+   own mixture). A fifth of the training subjects stay in the bank but out of the loss, and the step with
+   the lowest loss on them is kept (early stopping: on FG-NET the similarity overfits within ~100 steps);
+5. the "join" bonus (a, b) (a context's own F enters the mixture with score beta e_ctx . x_tilde + a +
+   b log n) by least squares over episodes: k's correction fitted on a random context of 1, 2, 4 or 8 of
+   k's photos, the rest of k's photos as targets, W fixed;
+6. the residual prior (the same three hyperparameters, for a person's residuals from the no-context mixture)
    and the weight a of the mixture's spread in the predictive variance, by maximum likelihood on the
    training subjects' leave-self-out residuals.
 """
@@ -202,7 +204,7 @@ def train_similarity(Z, t, base, fcorr, subj_idx, n_subjects, cfg: FitConfig, va
         s = torch.softmax((beta * xt @ emb.T).masked_fill(own, float("-inf")), dim=1)
         err = (tt - bt - (s * Ft).sum(1)) ** 2
         loss = err[fit_rows].mean()
-        val = float(err[val_rows].mean()) if bool(val_rows.any()) else -step
+        val = float(err.detach()[val_rows].mean()) if bool(val_rows.any()) else -step
         if val < best[0]:
             best = (val, step, [p.detach().clone() for p in params])
         if step % max(1, cfg.steps // 10) == 0 or step == cfg.steps:
@@ -256,8 +258,10 @@ def fit_join_bias(xt, emb, beta, t, base, fcorr, subj_idx, episodes) -> tuple[np
 
 # ------------------------------------------------------------------------------------------- the fit
 
-def fit_face_np(features, ages, subjects, config: FitConfig | None = None, meta: dict | None = None):
-    """Fit the face NP on training subjects. Returns (FaceNP, report dict)."""
+def fit_face_np(features, ages, subjects, config: FitConfig | None = None, meta: dict | None = None,
+                encoder_ages=None):
+    """Fit the face NP on training subjects. encoder_ages: the encoder's own age estimates of the photos, for
+    the prior of corrections to them (`FaceNP.predict_from_encoder`). Returns (FaceNP, report dict)."""
     cfg = config or FitConfig()
     cfg.check()
     t0 = time.perf_counter()
@@ -310,16 +314,23 @@ def fit_face_np(features, ages, subjects, config: FitConfig | None = None, meta:
     resid_prior = fit_prior(Z, resid, subj_idx)
     prior_var = resid_prior[0] ** 2 + resid_prior[1] ** 2 * np.einsum("ij,ij->i", Z, Z) + resid_prior[2] ** 2
     mix_scale = fit_mix_scale(spread, prior_var, resid)
+    enc_prior = np.full(3, np.nan)
+    if encoder_ages is not None:
+        enc_t = to_target(np.clip(np.asarray(encoder_ages, dtype=np.float64), 0.0, None), cfg.target)
+        if enc_t.shape != t.shape:
+            raise AgekitError(f"encoder_ages {enc_t.shape} do not match ages {t.shape}")
+        enc_prior = fit_prior(Z, t - enc_t, subj_idx)
 
     info = {"fit": {**asdict(cfg), "alphas": list(cfg.alphas), "context_sizes": list(cfg.context_sizes)},
             "n_subjects": int(P), "n_images": int(len(t)), "n_features": int(X.shape[1])}
     model = FaceNP(target=cfg.target, age_min=cfg.age_min, age_max=cfg.age_max, feat_mean=mean,
-                   feat_scale=scale, g_w=g_w, g_b=float(g_b), W=W, c=c, beta=beta, join_bias=join_bias, subjects=names,
-                   emb=emb, corr_b=corr_b, corr_w=corr_w, prior=np.asarray(prior),
-                   resid_prior=np.asarray(resid_prior), mix_scale=mix_scale, variant=cfg.variant,
-                   min_context=cfg.min_context, meta={**(meta or {}), **info})
+                   feat_scale=scale, g_w=g_w, g_b=float(g_b), W=W, c=c, beta=beta, join_bias=join_bias,
+                   subjects=names, emb=emb, corr_b=corr_b, corr_w=corr_w, prior=np.asarray(prior),
+                   resid_prior=np.asarray(resid_prior), enc_prior=enc_prior, mix_scale=mix_scale,
+                   variant=cfg.variant, min_context=cfg.min_context, meta={**(meta or {}), **info})
     model.check()
     report = {"alpha": alpha, "cv_mse": cv, "prior": prior.tolist(), "resid_prior": resid_prior.tolist(),
+              "enc_prior": enc_prior.tolist(),
               "mix_scale": mix_scale, "beta": beta, "history": history,
               "train_mse_global_oof": float(np.mean(r ** 2)), "train_mse_mixture": float(np.mean(resid ** 2)),
               "join_bias": join_bias.tolist(), "train_mse_join_episodes": join_mse,

@@ -58,9 +58,19 @@ def build_estimator(args):
         if args.detect_size < 32:
             raise AgekitError(f"--detect-size must be at least 32 pixels, got {args.detect_size}")
         options["max_side"] = args.detect_size
-    return AgeEstimator(model=args.model, detector=args.detector, threshold=args.threshold,
-                        min_face=args.min_face, max_faces=args.max_faces, level=args.level, threads=args.threads,
-                        detector_options=options)
+    context = None
+    if getattr(args, "context_dir", None):  # agekit predict --context-dir: validated before any photo is read
+        from agekit.np.personal import read_ages_csv
+
+        context = read_ages_csv(args.context_dir)
+    estimator = AgeEstimator(model=args.model, detector=args.detector, threshold=args.threshold,
+                             min_face=args.min_face, max_faces=args.max_faces, level=args.level,
+                             threads=args.threads, detector_options=options)
+    if context is None:
+        return estimator
+    from agekit.np.personal import ContextEstimator
+
+    return ContextEstimator(estimator, context, report=lambda line: print(line, file=sys.stderr))
 
 
 @dataclass

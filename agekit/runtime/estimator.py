@@ -70,11 +70,14 @@ class AgeEstimator:
         max_faces: detector options; detector_options: backend-specific ones (e.g. {"max_side": 640} for
         CenterFace, {"model_path": ...} for YuNet). level: interval level (0 < level < 1). threads:
         onnxruntime threads for the model and the detector (None: $OMP_NUM_THREADS or onnxruntime's default).
+    personalizer: the face NP bank used when a context is given (a .npz from `agekit np-bank`, or an
+        agekit.np.faces.Personalizer; None: MODEL.np.npz beside the model, loaded on first use).
     """
 
     def __init__(self, model=None, detector: str = "default", threshold: float | None = None,
                  min_face: float = 0, max_faces: int | None = None, level: float = cal.DEFAULT_LEVEL,
-                 threads: int | None = None, batch_size: int = 32, detector_options: dict | None = None):
+                 threads: int | None = None, batch_size: int = 32, detector_options: dict | None = None,
+                 personalizer=None):
         try:
             self.level = cal.check_level(level)
         except ValueError as exc:
@@ -93,6 +96,7 @@ class AgeEstimator:
         if threads is not None:
             self._detector_opts["threads"] = threads
         self.batch_size = int(batch_size)
+        self._personalizer_arg, self._personalizer = personalizer, None
 
     # ---- detection -------------------------------------------------------------------------------
     @property
@@ -159,35 +163,71 @@ class AgeEstimator:
             return cal.interval(mean, std, self.q, self.model.age_min, self.model.age_max, floor)
         return cal.distribution_interval(probs, self.model.ages, self.level)
 
+    # ---- personalisation (agekit.np.personal) ------------------------------------------------------
+    @property
+    def personalizer(self):
+        """The face NP bank's Personalizer, loaded on first use."""
+        if self._personalizer is None:
+            from agekit.np.personal import load_personalizer
+
+            self._personalizer = load_personalizer(self._personalizer_arg, self.model)
+        return self._personalizer
+
+    def context(self, context):
+        """Prepare context photos once: [(image_or_path, age), ...] -> a Context to pass as `context=`
+        (each photo's best face embedded; photos without a face are kept as skipped, with a note)."""
+        from agekit.np.personal import embed_context
+
+        _ = self.personalizer  # fail early when there is no bank
+        return embed_context(self, context)
+
+    def _personalise(self, faces: list[FaceResult], context) -> list[FaceResult]:
+        if context is None:
+            return faces
+        from agekit.np.personal import personalise
+
+        faces, notes = personalise(faces, self.context(context), self.personalizer, self.level)
+        for f in faces:
+            f.notes = list(notes)
+        return faces
+
     # ---- public API ------------------------------------------------------------------------------
-    def predict(self, image, boxes=None) -> list[FaceResult]:
+    def predict(self, image, boxes=None, context=None) -> list[FaceResult]:
         """Faces in one image (path, numpy RGB array or PIL image), best detector score first.
 
         boxes: [(x1, y1, x2, y2), ...] to score these regions instead of running the detector (landmarks
-        unknown, so the crop is placed by the box, without rotation correction)."""
-        return self._score(self._faces(as_image(image), boxes))
+        unknown, so the crop is placed by the box, without rotation correction).
+        context: photos of the same person with known ages, [(image_or_path, age), ...] (or a prepared
+        `self.context(...)`): every face's age, std and interval are personalised with them (face.personalised,
+        face.base_age = the model's own estimate, face.notes); too few usable photos give the model's
+        estimate, said so in the notes. Needs the face NP bank (see `personalizer`)."""
+        if context is not None:
+            context = self.context(context)
+        return self._personalise(self._score(self._faces(as_image(image), boxes)), context)
 
-    def predict_batch(self, images, boxes=None) -> list[list[FaceResult]]:
+    def predict_batch(self, images, boxes=None, context=None) -> list[list[FaceResult]]:
         """`predict` over a list of images (the model runs once over all their faces). boxes: None, or one
-        list of boxes per image. An unreadable image raises ImageError naming it."""
+        list of boxes per image. An unreadable image raises ImageError naming it. context: as `predict`."""
         images = list(images)
         if boxes is not None and len(boxes) != len(images):
             raise AgekitError(f"boxes: need one list per image ({len(images)}), got {len(boxes)}")
         per_image = [self._faces(as_image(img), None if boxes is None else boxes[i]) for i, img in enumerate(images)]
-        flat = self._score([f for faces in per_image for f in faces])
+        if context is not None:
+            context = self.context(context)
+        flat = self._personalise(self._score([f for faces in per_image for f in faces]), context)
         out, start = [], 0
         for faces in per_image:
             out.append(flat[start:start + len(faces)])
             start += len(faces)
         return out
 
-    def predict_crops(self, crops, aligned: bool = True) -> list[FaceResult]:
+    def predict_crops(self, crops, aligned: bool = True, context=None) -> list[FaceResult]:
         """One result per face image.
 
         aligned=True: uint8 crops (N, S, S, 3) already made with the model's crop rule (e.g. the training
         cache), fed as they are (single-view models). aligned=False: any face images (a list of arrays or
         paths, or an (N, H, W, 3) array), each treated as the face's box, i.e. cropped by the model's rule
-        with box = the whole image (what `agekit predict --no-detect` does)."""
+        with box = the whole image (what `agekit predict --no-detect` does). context: as `predict`."""
         specs = self.model.views
         faces = []
         if aligned:
@@ -207,7 +247,9 @@ class AgeEstimator:
                 views, mag = face_crops(image, specs)
                 faces.append(_Face(views, (0.0, 0.0, float(w), float(h)), None, None, 0, "image",
                                    quality_flags(views[0], mag)))
-        return self._score(faces)
+        if context is not None:
+            context = self.context(context)
+        return self._personalise(self._score(faces), context)
 
     def age_probability(self, face: FaceResult, threshold: float) -> float:
         """P(age >= threshold) for a face: from the calibrated score distribution when the model is

@@ -27,6 +27,9 @@ class FaceResult:
     crop_from: "landmarks", "box" or "image" (how the crop was placed).
     probs: (K,) distribution over the integer ages age_min..age_max (not printed);
     embedding: (F,) backbone features (not printed).
+    personalised: None when no context was given; else whether the context photos personalised age, std and
+        interval (agekit.np.personal), base_age then holding the model's own estimate, and notes saying what
+        happened to the context (photos skipped, contradictory ages, too few photos).
     """
 
     age: float
@@ -44,6 +47,9 @@ class FaceResult:
     crop_from: str = "landmarks"
     probs: np.ndarray | None = field(default=None, repr=False)
     embedding: np.ndarray | None = field(default=None, repr=False)
+    personalised: bool | None = None
+    base_age: float | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def half_width(self) -> float:
@@ -58,6 +64,8 @@ class FaceResult:
             "score": _r(self.score, 4), "rotation": int(self.rotation), "flags": list(self.flags),
             "crop_from": self.crop_from,
         }
+        if self.personalised is not None:
+            out.update(personalised=self.personalised, base_age=_r(self.base_age), notes=list(self.notes))
         if probs and self.probs is not None:
             out["probs"] = np.round(self.probs, 6).tolist()
         if embedding and self.embedding is not None:
