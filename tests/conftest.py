@@ -33,3 +33,14 @@ def fgnet_root() -> Path:
     if not path.is_dir():
         pytest.skip(f"FG-NET not found at {path} (set AGEKIT_DATA or put ../shared/data beside the repo)")
     return path
+
+
+@pytest.fixture
+def torch_one_thread(monkeypatch):
+    """Torch (and OpenMP children) on one thread: the small numeric tests are faster and deterministic so."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch = pytest.importorskip("torch")
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -15,13 +15,7 @@ from agekit.np.faces import (ContextWarning, FaceNP, Personalizer, bayes_linear_
 from agekit.np.faces_train import FitConfig, fit_face_np, train_similarity
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch = pytest.importorskip("torch")
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def synthetic(n_subjects=40, per=10, f=12, seed=0):
