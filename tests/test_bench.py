@@ -221,3 +221,13 @@ def test_fgnet_lopo_protocol_on_subjects(finished, tmp_path):
     assert cfg["data"]["crop"]["size"] == 32 and cfg["train"]["init_from"] == str(ckpt.resolve())
     md = (out / "results.md").read_text()
     assert "pooled MAE" in md and "MAE over folds" in md and "(n=2 folds)" in md
+
+
+def test_lopo_crop_keeps_an_aligned_checkpoints_window():
+    from agekit.bench.runner import lopo_crop
+
+    base = {"size": 64, "rule": "align", "margin": 0.4, "zoom": 1.0, "shift": 0.0}
+    aligned = {"size": 64, "rule": "align", "margin": -0.15, "zoom": 1.0, "shift": 0.14}
+    assert lopo_crop(base, aligned) == aligned
+    chips = {"size": 48, "rule": "full", "margin": 0.1, "zoom": 1.0, "shift": 0.2}
+    assert lopo_crop(base, chips) == {"size": 48, "rule": "align", "margin": 0.4, "zoom": 1.0, "shift": 0.0}

@@ -1,4 +1,5 @@
 import pytest
+from pathlib import Path
 
 from agekit.config import DEFAULTS, load_config, parse_override
 from agekit.errors import AgekitError
@@ -39,3 +40,22 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("train: [1, 2\n")
     with pytest.raises(AgekitError, match="invalid YAML"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "agekit" / "configs").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_packaged_config_loads_and_validates(path):
+    cfg = load_config(path)  # raises AgekitError on an unknown key or a bad value
+    assert cfg["name"] and cfg["data"]["dataset"] in ("utkface", "fgnet")
+
+
+def test_bench_full_protocol_differs_from_bench_cpu_only_in_budget():
+    configs = Path(__file__).parents[1] / "agekit" / "configs"
+    small, full = load_config(configs / "bench_cpu.yaml"), load_config(configs / "bench_cpu_full.yaml")
+    assert small["data"]["limit_train"] == 3840 and full["data"]["limit_train"] is None
+    assert full["data"]["limit_eval"] is None and full["train"]["epochs"] == 3
+    for key in ("model", "gender", "augment"):
+        assert small[key] == full[key]
+    same = ("batch_size", "optimizer", "lr", "weight_decay", "scheduler", "warmup_epochs")
+    assert {k: small["train"][k] for k in same} == {k: full["train"][k] for k in same}
+    assert small["data"]["crop"] == full["data"]["crop"] and small["data"]["split"] == full["data"]["split"]

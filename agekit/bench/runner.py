@@ -309,6 +309,22 @@ def _check_backbone(cfg: dict, variant: dict) -> None:
         raise AgekitError(f"unknown backbone '{name}'; known: {', '.join(sorted(list_backbones()))} (or timm:<name>)")
 
 
+def lopo_crop(base: dict, pretrained: dict) -> dict:
+    """The fine-tuning crop: the checkpoint's input size (and other crop settings), aligned on FG-NET's landmarks.
+
+    A checkpoint trained on aligned crops keeps its own window (margin and shift belong together); one
+    trained on whole chips gets the base config's aligned margin and no shift.
+    """
+    own_window = pretrained.get("rule") == "align"
+    skip = ("rule",) if own_window else ("rule", "margin", "shift")
+    crop = dict(base)
+    if not own_window:
+        crop["shift"] = 0.0
+    crop.update({k: v for k, v in pretrained.items() if k not in skip})
+    crop["rule"] = "align"
+    return crop
+
+
 def plan_lopo(opts: BenchOptions) -> Plan:
     from agekit.data.records import AGE_VALID_RANGE, read_dataset
     from agekit.engine.checkpoint import read_checkpoint
@@ -340,9 +356,7 @@ def plan_lopo(opts: BenchOptions) -> Plan:
     for key in ("backbone", "pool", "mean", "std"):
         cfg["model"][key] = copy.deepcopy(first["model"][key])
     cfg["model"]["pretrained"] = False
-    # the checkpoint's input size (and any other crop/view settings it has), aligned with FG-NET's landmarks
-    cfg["data"]["crop"].update({k: v for k, v in first["data"]["crop"].items() if k not in ("rule", "margin")})
-    cfg["data"]["crop"]["rule"] = "align"
+    cfg["data"]["crop"] = lopo_crop(cfg["data"]["crop"], first["data"]["crop"])
     if "extra_views" in first["data"] and "extra_views" in cfg["data"]:
         cfg["data"]["extra_views"] = copy.deepcopy(first["data"]["extra_views"])
     cfg["data"]["age_min"], cfg["data"]["age_max"] = first["data"]["age_min"], first["data"]["age_max"]
