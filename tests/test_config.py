@@ -1,6 +1,6 @@
 import pytest
-from pathlib import Path
 
+from agekit.commands.train import packaged_configs
 from agekit.config import DEFAULTS, load_config, parse_override
 from agekit.errors import AgekitError
 
@@ -42,16 +42,15 @@ def test_missing_and_invalid_files(tmp_path):
         load_config(bad)
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "agekit" / "configs").glob("*.yaml")),
-                         ids=lambda p: p.stem)
-def test_every_packaged_config_loads_and_validates(path):
-    cfg = load_config(path)  # raises AgekitError on an unknown key or a bad value
+@pytest.mark.parametrize("name", sorted(packaged_configs()))
+def test_every_packaged_config_loads_and_validates(name):
+    cfg = load_config(packaged_configs()[name])  # raises AgekitError on an unknown key or a bad value
     assert cfg["name"] and cfg["data"]["dataset"] in ("utkface", "fgnet")
 
 
 def test_bench_full_protocol_differs_from_bench_cpu_only_in_budget():
-    configs = Path(__file__).parents[1] / "agekit" / "configs"
-    small, full = load_config(configs / "bench_cpu.yaml"), load_config(configs / "bench_cpu_full.yaml")
+    configs = packaged_configs()
+    small, full = load_config(configs["bench_cpu"]), load_config(configs["bench_cpu_full"])
     assert small["data"]["limit_train"] == 3840 and full["data"]["limit_train"] is None
     assert full["data"]["limit_eval"] is None and full["train"]["epochs"] == 3
     for key in ("model", "gender", "augment"):

@@ -315,13 +315,12 @@ def lopo_crop(base: dict, pretrained: dict) -> dict:
     A checkpoint trained on aligned crops keeps its own window (margin and shift belong together); one
     trained on whole chips gets the base config's aligned margin and no shift.
     """
-    own_window = pretrained.get("rule") == "align"
-    skip = ("rule",) if own_window else ("rule", "margin", "shift")
-    crop = dict(base)
-    if not own_window:
+    window = ("margin", "shift")
+    crop = {**base, **{k: v for k, v in pretrained.items() if k not in ("rule", *window)}, "rule": "align"}
+    if pretrained.get("rule") == "align":
+        crop.update({k: pretrained[k] for k in window if k in pretrained})
+    else:
         crop["shift"] = 0.0
-    crop.update({k: v for k, v in pretrained.items() if k not in skip})
-    crop["rule"] = "align"
     return crop
 
 
