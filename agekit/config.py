@@ -32,6 +32,11 @@ DEFAULTS: dict = {
         # more crops of the same face for multi-input models, e.g. [{size: 64, rule: full, zoom: 1.4}]:
         # each view gets its own backbone (stem) and their features are concatenated before the head
         "extra_views": [],
+        # more datasets whose train and val splits join the main one's, e.g.
+        # [{dataset: fgnet, split: {kind: file, file: fgnet_dev_v1}, repeat: 4}]; test stays the main one's
+        "extra_datasets": [],
+        # even out rare age bands / races in training by repeating their images (power 0 = off)
+        "balance": {"by": ["age"], "power": 0.0, "max_repeat": 3.0},
         "cache": True,
         "cache_dir": None,  # default: $AGEKIT_CACHE or ~/.cache/agekit
         "limit_train": None,  # use only N training records (quick runs, tests)
@@ -48,14 +53,19 @@ DEFAULTS: dict = {
     },
     "method": {"name": "dldl_v2", "params": {}},
     "gender": {"enabled": False, "weight": 1.0},
+    # photo-domain options (all 0 = off): see agekit.data.augment.AugmentSpec
     "augment": {"enabled": True, "flip": 0.5, "rotate": 10.0, "scale": 0.1, "shift": 0.05,
-                "brightness": 0.3, "contrast": 0.2},
+                "brightness": 0.3, "contrast": 0.2, "landmark_jitter": 0.0, "grayscale": 0.0, "sepia": 0.0,
+                "color_cast": 0.0, "gamma": 0.0, "blur": 0.0, "blur_sigma": 1.5, "noise": 0.0,
+                "noise_std": 0.04, "lowres": 0.0, "lowres_min": 0.25, "jpeg": 0.0, "jpeg_quality": 15},
     "train": {
         "epochs": 30,
         "batch_size": 128,
         "eval_batch_size": 256,
         "optimizer": "adamw",
         "lr": 1e-3,
+        # fine-tuning tiny pretrained weights: each backbone tensor steps relative_lr x its mean |w|
+        "relative_lr": None,
         "weight_decay": 1e-4,
         "momentum": 0.9,
         "scheduler": "cosine",  # cosine | step | plateau | none

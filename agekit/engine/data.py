@@ -71,7 +71,109 @@ def seeded_subset(records, n: int, seed: int) -> list:
 
 
 def load_splits(cfg: dict, splits=("train", "val"), run_dir=None, progress=True) -> dict:
-    """Read records, assign splits (saved to run_dir/split.csv), and crop each requested split."""
+    """Read records, assign splits (saved to run_dir/split.csv), and crop each requested split.
+
+    With data.extra_datasets, the train and val splits of each extra dataset (its own reader, root and
+    split rule) join the main dataset's, the extra training images repeated `repeat` times; the test split
+    stays the main dataset's. data.balance then evens out age bands (and race) by repeating rare ones.
+    """
+    out = _load_one(cfg, splits, run_dir, progress)
+    for i, extra in enumerate(cfg["data"]["extra_datasets"]):
+        sub = extra_dataset_config(cfg, extra, i)
+        wanted = [s for s in splits if s in ("train", "val")]
+        if not wanted:
+            continue
+        # an extra dataset may give only training images (all its people in train): no val then
+        more = _load_one(sub, wanted, run_dir, progress, split_name=f"split-{sub['data']['dataset']}.csv",
+                         allow_empty=True)
+        for split in wanted:
+            part = more.get(split)
+            if part is None:
+                continue
+            if split == "train":
+                part = repeat_split(part, float(extra.get("repeat", 1.0)), cfg["seed"])
+            out[split] = concat_splits(out[split], part)
+    if "train" in out and cfg["data"]["balance"]["power"]:
+        b = cfg["data"]["balance"]
+        out["train"] = repeat_split(out["train"], balance_repeats(out["train"].records, b["power"],
+                                                                  b["max_repeat"], b["by"]), cfg["seed"])
+    return out
+
+
+EXTRA_KEYS = ("dataset", "root", "split", "options", "repeat")
+
+
+def extra_dataset_config(cfg: dict, extra, index: int) -> dict:
+    """The config that reads one entry of data.extra_datasets: the main config with that dataset's
+    reader, root, split and options (crop, landmarks, detector and cache as the main dataset's)."""
+    if not isinstance(extra, dict) or "dataset" not in extra:
+        raise AgekitError(f"data.extra_datasets[{index}] must be a mapping with at least 'dataset', e.g. "
+                          "{dataset: fgnet, split: {kind: file, file: fgnet_dev_v1}, repeat: 4}")
+    unknown = sorted(set(extra) - set(EXTRA_KEYS))
+    if unknown:
+        raise AgekitError(f"data.extra_datasets[{index}]: unknown key(s) {', '.join(unknown)}; "
+                          f"allowed: {', '.join(EXTRA_KEYS)}")
+    d = dict(cfg["data"])
+    d.update(dataset=extra["dataset"], root=extra.get("root"), options=dict(extra.get("options") or {}),
+             extra_datasets=[], split={**cfg["data"]["split"], **(extra.get("split") or {})})
+    return {**cfg, "data": d}
+
+
+def concat_splits(a: SplitData, b: SplitData) -> SplitData:
+    """One split holding both datasets' images (views must have the same crop sizes)."""
+    views = None
+    if a.views is not None and b.views is not None:
+        views = [np.concatenate([va, vb]) for va, vb in zip(a.views, b.views)]
+    elif (a.views is None) != (b.views is None):
+        raise AgekitError("cannot mix cached and uncached splits; set data.cache the same for all datasets")
+    return SplitData(a.records + b.records, views, np.concatenate([a.ages, b.ages]),
+                     np.concatenate([a.genders, b.genders]))
+
+
+def repeat_split(data: SplitData, repeats, seed: int) -> SplitData:
+    """Oversample: each record i appears floor(r_i) times plus once more with probability frac(r_i),
+    decided by a seeded hash of its key (so the same images are repeated on every run).
+    repeats: one number for all records or one per record; values below 1 are raised to 1."""
+    r = np.broadcast_to(np.asarray(repeats, dtype=np.float64), (len(data.records),))
+    r = np.maximum(r, 1.0)
+    if np.all(r == 1.0):
+        return data
+    extra = np.array([hash_unit(rec.key, seed + 11) < frac for rec, frac in zip(data.records, r % 1.0)])
+    counts = np.floor(r).astype(np.int64) + extra
+    idx = np.repeat(np.arange(len(data.records)), counts)
+    views = None if data.views is None else [v[idx] for v in data.views]
+    return SplitData([data.records[i] for i in idx], views, data.ages[idx], data.genders[idx])
+
+
+BALANCE_AGE_EDGES = (0, 3, 7, 13, 20, 30, 40, 50, 60, 70)
+
+
+def balance_repeats(records, power: float, max_repeat: float, by=("age",)) -> np.ndarray:
+    """Repeat factors evening out groups (repeat-factor sampling, Gupta et al., LVIS, CVPR 2019):
+    r = clip((median group size / group size) ** power, 1, max_repeat) for each of `by` ("age": the bands
+    starting at BALANCE_AGE_EDGES; "race": the race code, unknown race left alone), multiplied across `by`
+    and clipped again. Returns (N,) floats."""
+    total = np.ones(len(records))
+    for key in by:
+        if key == "age":
+            groups = np.searchsorted(BALANCE_AGE_EDGES, [r.age for r in records], side="right") - 1
+        elif key == "race":
+            groups = np.array([-1 if r.race is None else r.race for r in records])
+        else:
+            raise AgekitError(f"data.balance.by: unknown group {key!r}; choose from age, race")
+        known = groups >= 0
+        values, counts = np.unique(groups[known], return_counts=True)
+        if not len(values):
+            continue
+        size = dict(zip(values.tolist(), counts.tolist()))
+        median = float(np.median(counts))
+        factor = np.array([(median / size[g]) ** power if g >= 0 else 1.0 for g in groups.tolist()])
+        total *= np.clip(factor, 1.0, max_repeat)
+    return np.clip(total, 1.0, max_repeat)
+
+
+def _load_one(cfg: dict, splits, run_dir, progress, split_name: str = "split.csv", allow_empty=False) -> dict:
+    """load_splits for one dataset; allow_empty: leave out empty splits instead of failing."""
     d = cfg["data"]
     root = data_root(cfg)
     result = read_dataset(d["dataset"], root, **d["options"])
@@ -87,7 +189,7 @@ def load_splits(cfg: dict, splits=("train", "val"), run_dir=None, progress=True)
                                        cache_dir=d["cache_dir"], progress=progress)
     assignment, header = assign_splits(records, d["split"])
     if run_dir is not None:
-        write_split_file(Path(run_dir) / "split.csv", assignment, header)
+        write_split_file(Path(run_dir) / split_name, assignment, header)
     specs = view_specs(cfg)
     # Without subset limits, crop the whole dataset once and slice the splits from it: one cache then
     # serves every split and every fold (leave-one-person-out would otherwise build one per subject).
@@ -101,6 +203,8 @@ def load_splits(cfg: dict, splits=("train", "val"), run_dir=None, progress=True)
         limit = d["limit_train"] if split == "train" else d["limit_eval"]
         if limit and len(chosen) > int(limit):
             chosen = seeded_subset(chosen, int(limit), cfg["seed"])
+        if not chosen and allow_empty:
+            continue
         if not chosen:
             raise AgekitError(f"split '{split}' of {root} is empty (split {d['split']})")
         views = None

@@ -38,6 +38,27 @@ def run_dir_for(cfg: dict) -> Path:
     return Path(cfg["run_dir"] or Path("runs") / cfg["name"])
 
 
+def relative_lr_groups(model, t: dict) -> list[dict]:
+    """Parameter groups for fine-tuning a pretrained backbone whose weights are small in magnitude.
+
+    With train.relative_lr = rho, each backbone tensor w gets its own step size rho * mean|w| (a step of
+    about rho of its typical size, as LARS/LAMB do per layer: You et al., 2017/2019); a plain step of
+    train.lr would overwrite tiny pretrained weights in a few steps. Tensors that are all zero (fresh
+    biases) and everything outside the backbone (heads) keep train.lr.
+    """
+    rho = float(t["relative_lr"])
+    groups, plain = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        scale = float(p.detach().abs().mean()) if name.startswith(("backbone.", "extra_backbones.")) else 0.0
+        if scale > 0:
+            groups.append({"params": [p], "lr": rho * scale})
+        else:
+            plain.append(p)
+    return groups + [{"params": plain, "lr": t["lr"]}]
+
+
 def make_optimizer(params, t: dict):
     if t["optimizer"] == "sgd":
         return torch.optim.SGD(params, lr=t["lr"], momentum=t["momentum"], weight_decay=t["weight_decay"],
@@ -137,7 +158,7 @@ class Trainer:
         model = model.to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        self.optimizer = make_optimizer(model.parameters(), t)
+        self.optimizer = make_optimizer(relative_lr_groups(model, t) if t["relative_lr"] else model.parameters(), t)
         self.scheduler = make_scheduler(self.optimizer, t, self.steps_per_epoch, self.total_steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.aug = AugmentSpec(**{k: v for k, v in cfg["augment"].items() if k != "enabled"})
