@@ -8,6 +8,10 @@ import numpy as np
 
 from agekit.errors import AgekitError
 
+# Folder names under $AGEKIT_DATA (default ../shared/data) when no dataset root is given.
+DEFAULT_FOLDERS = {"utkface": "UTKFace", "fgnet": "FGNET", "afad": "AFAD", "morph": "MORPH",
+                   "imdb_wiki": "IMDB-WIKI", "appa_real": "APPA-REAL", "chalearn_lap": "ChaLearn",
+                   "cacd": "CACD2000", "agedb": "AgeDB", "aaf": "AAF"}
 MALE, FEMALE = 0, 1  # gender codes used everywhere in agekit (UTKFace's convention)
 AGE_VALID_RANGE = (0.0, 120.0)  # a label outside this is a data error, not an old person
 
@@ -62,6 +66,14 @@ def register_reader(name: str):
         return fn
 
     return deco
+
+
+def default_root(dataset: str):
+    """$AGEKIT_DATA (default ../shared/data) / the dataset's usual folder name."""
+    import os
+    from pathlib import Path
+
+    return Path(os.environ.get("AGEKIT_DATA", "../shared/data")) / DEFAULT_FOLDERS.get(dataset, dataset)
 
 
 def read_dataset(name: str, root, **kwargs) -> ReadResult:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,25 +11,20 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from agekit.data.cache import build_or_load
 from agekit.data.preprocess import CropSpec, crop_face
-from agekit.data.records import AGE_VALID_RANGE, read_dataset
+from agekit.data.records import AGE_VALID_RANGE, default_root, read_dataset
 from agekit.data.splits import assign_splits, hash_unit, select, write_split_file
 from agekit.errors import AgekitError, ImageError
 from agekit.io import load_image
 
 log = logging.getLogger(__name__)
 
-# Folder names under $AGEKIT_DATA (or ../shared/data) when data.root is not set.
-DEFAULT_FOLDERS = {"utkface": "UTKFace", "fgnet": "FGNET", "afad": "AFAD", "morph": "MORPH",
-                   "imdb_wiki": "IMDB-WIKI", "appa_real": "APPA-REAL", "chalearn_lap": "ChaLearn",
-                   "cacd": "CACD2000", "agedb": "AgeDB", "aaf": "AAF"}
 
 
 def data_root(cfg: dict) -> Path:
     d = cfg["data"]
     if d["root"]:
         return Path(d["root"]).expanduser()
-    base = Path(os.environ.get("AGEKIT_DATA", "../shared/data"))
-    return base / DEFAULT_FOLDERS.get(d["dataset"], d["dataset"])
+    return default_root(d["dataset"])
 
 
 @dataclass

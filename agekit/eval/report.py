@@ -31,19 +31,22 @@ MAX_HIST_BINS = 200
 
 
 def write_report(out_dir, metrics: dict, predictions: list[dict], *, title: str, protocol: dict,
-                 complexity: dict | None, image_loader=None) -> dict[str, Path]:
+                 complexity: dict | None, image_loader=None, extra_sections=(), plots: bool = True
+                 ) -> dict[str, Path]:
     """Write the full report into out_dir and return {name: path} of every file written.
 
     metrics: compute_metrics() output. predictions: rows {'key', 'path', 'true_age', 'pred_age', and
     optionally 'pred_std', 'gender', 'gender_pred', 'gender_prob', 'race'}. protocol: what was evaluated
     (dataset, split file, checkpoint, ...), printed as given. image_loader(path) -> (H, W, 3) uint8 for
-    the example thumbnails, default agekit.io.load_image.
+    the example thumbnails, default agekit.io.load_image. extra_sections: Markdown sections (each starting
+    with '## ') placed after the standard tables, before the plots. plots=False writes no PNG (no matplotlib
+    needed).
     Names: 'metrics', 'predictions', 'report', and the plots written ('pred_vs_true', 'mae_by_age',
     'error_hist', 'examples'; none without predictions, no 'examples' without image paths).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = write_plots(out_dir, predictions, image_loader or load_image)
+    written = write_plots(out_dir, predictions, image_loader or load_image) if plots else {}
     written["predictions"] = out_dir / "predictions.csv"
     write_text_atomic(written["predictions"], predictions_csv(predictions))
     written["metrics"] = out_dir / "metrics.json"
@@ -52,7 +55,8 @@ def write_report(out_dir, metrics: dict, predictions: list[dict], *, title: str,
     # report.md last: its presence means every file it links to is already in place.
     written["report"] = out_dir / "report.md"
     write_text_atomic(written["report"], report_markdown(title, metrics, protocol, complexity,
-                                                         [name for name in PLOT_TITLES if name in written]))
+                                                         [name for name in PLOT_TITLES if name in written],
+                                                         extra_sections))
     return written
 
 
@@ -88,12 +92,14 @@ def _csv_value(value):
 # ---------------------------------------------------------------- report.md
 
 def report_markdown(title: str, metrics: dict, protocol: dict, complexity: dict | None,
-                    plots: list[str]) -> str:
-    """The Markdown report; `plots` are the names of the PNGs written beside it."""
+                    plots: list[str], extra_sections=()) -> str:
+    """The Markdown report; `plots` are the names of the PNGs written beside it, `extra_sections` more
+    Markdown sections placed after the standard ones."""
     sections = [f"# {title}", _protocol_section(protocol), _headline_section(metrics), _cs_section(metrics)]
     sections += _group_sections(metrics)
     if "uncertainty" in metrics:
         sections.append(_uncertainty_section(metrics["uncertainty"]))
+    sections += list(extra_sections)
     if complexity:
         sections.append(_complexity_section(complexity))
     if plots:
