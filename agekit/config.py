@@ -66,6 +66,8 @@ DEFAULTS: dict = {
         "lr": 1e-3,
         # fine-tuning tiny pretrained weights: each backbone tensor steps relative_lr x its mean |w|
         "relative_lr": None,
+        # converted weights without BN statistics (dlib_resnet_face): calibrate BN on this many crops first
+        "bn_calibrate_images": 0,
         "weight_decay": 1e-4,
         "momentum": 0.9,
         "scheduler": "cosine",  # cosine | step | plateau | none

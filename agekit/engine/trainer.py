@@ -155,6 +155,8 @@ class Trainer:
         model = build_model(cfg)
         if t["init_from"]:
             init_from_checkpoint(model, t["init_from"], t["init_head"])
+        if t["bn_calibrate_images"] and not (self.run_dir / "last.pt").is_file():
+            self._calibrate_batchnorm(model, int(t["bn_calibrate_images"]))
         model = model.to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -173,6 +175,23 @@ class Trainer:
         if self.main:
             self.csv = CsvLog(self.run_dir / "metrics.csv")
             self.tb = self._tensorboard()
+
+    def _calibrate_batchnorm(self, model, n: int) -> None:
+        """Converted weights that stored only BN's folded affine (dlib's) get the running statistics of
+        real training crops, unchanged in eval mode, so that batch statistics start near the pretrained
+        function (see agekit.models.dlib_resnet.calibrate_batchnorm)."""
+        from agekit.models.dlib_resnet import calibrate_batchnorm
+
+        views = self.train_data.views
+        if views is None:
+            raise AgekitError("train.bn_calibrate_images needs the crop cache (data.cache: true)")
+        rows = np.sort(np.random.default_rng(self.cfg["seed"]).permutation(len(views[0]))[:n])
+        x = to_input([torch.from_numpy(v[rows]) for v in views], torch.device("cpu"), False)
+        nets = [model.backbone, *model.extra_backbones]
+        with torch.no_grad():
+            for net, view in zip(nets, x):
+                calibrate_batchnorm(net, (view - model.pixel_mean) / model.pixel_std)
+        log.info("batch-norm statistics calibrated on %d training crops", len(rows))
 
     def _tensorboard(self):
         if not self.t["tensorboard"]:

@@ -3,7 +3,7 @@
 Importing this package registers agekit's small networks and the timm architectures; timm itself is only
 imported when a timm backbone is created.
 """
-from agekit.models import small, timm_backbones  # noqa: F401  (imported to register their backbones)
+from agekit.models import dlib_resnet, small, timm_backbones  # noqa: F401  (imported to register backbones)
 from agekit.models.pooling import POOL_MODES, GlobalPool
 from agekit.models.registry import (
     backbone_info,
