@@ -400,7 +400,8 @@ def read_dlib_dat(path: str | Path) -> dict[str, torch.Tensor]:
     Raises AgekitError when the file does not hold exactly this architecture.
     """
     layers = read_dlib_layers(path)
-    model = DlibFaceResNet()
+    with torch.device("meta"):  # only the layout is needed: no memory, and no draw from the global RNG
+        model = DlibFaceResNet()
     kinds = [layer.kind for layer in layers]
     if kinds != _expected_kinds(model):
         raise AgekitError(f"{path}: the layers are not those of dlib's face-recognition ResNet")
