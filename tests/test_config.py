@@ -58,3 +58,19 @@ def test_bench_full_protocol_differs_from_bench_cpu_only_in_budget():
     same = ("batch_size", "optimizer", "lr", "weight_decay", "scheduler", "warmup_epochs")
     assert {k: small["train"][k] for k in same} == {k: full["train"][k] for k in same}
     assert small["data"]["crop"] == full["data"]["crop"] and small["data"]["split"] == full["data"]["split"]
+
+
+def test_default_recipe_uses_dlib_input_layer_and_chip_window():
+    """agekit_default.yaml writes dlib's constants by hand (YAML cannot import them): they must agree."""
+    from agekit.models.dlib_resnet import DLIB_CHIP_CROP, DLIB_MEAN, DLIB_STD
+
+    cfg = load_config(packaged_configs()["agekit_default"])
+    assert cfg["model"]["backbone"] == "dlib_resnet_face"
+    assert cfg["model"]["mean"] == pytest.approx(DLIB_MEAN, abs=1e-6)
+    assert cfg["model"]["std"] == pytest.approx(DLIB_STD, abs=1e-6)
+    crop = cfg["data"]["crop"]
+    assert (crop["size"], crop["rule"], crop["margin"], crop["shift"]) == (
+        DLIB_CHIP_CROP.size, DLIB_CHIP_CROP.rule, DLIB_CHIP_CROP.margin, DLIB_CHIP_CROP.shift)
+    # the FG-NET test subjects of the development split never join training
+    extra = cfg["data"]["extra_datasets"]
+    assert extra == [{"dataset": "fgnet", "split": {"kind": "file", "file": "fgnet_dev_v1"}, "repeat": 4}]

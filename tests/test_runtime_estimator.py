@@ -1,5 +1,6 @@
 """AgeEstimator on photos the tests compose from UTKFace chips: detection, rotation, boxes, crops, flags."""
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -129,9 +130,22 @@ def test_bad_inputs_raise_one_line_errors(est, tmp_path):
 
 
 def test_missing_packaged_model_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(onnx_model_module, "default_model_path", lambda: tmp_path / "agekit-default.onnx")
-    with pytest.raises(AgekitError, match="packaged default model is missing"):
+    monkeypatch.setattr(onnx_model_module, "default_model_path", lambda name="default": tmp_path / f"{name}.onnx")
+    with pytest.raises(AgekitError, match="packaged model is missing"):
         AgeEstimator()
+    with pytest.raises(AgekitError, match=r"packaged model is missing .*fast\.onnx"):
+        AgeEstimator(model="fast")
+
+
+def test_packaged_model_names_resolve_to_packaged_files(tmp_path, monkeypatch):
+    from agekit.runtime.onnx_model import PACKAGED_MODELS, resolve_model
+
+    assert resolve_model(None).name == PACKAGED_MODELS["default"] == "agekit-default.onnx"
+    assert resolve_model("fast").name == "agekit-fast.onnx" and resolve_model("fast").parent.name == "weights"
+    assert resolve_model("my.onnx") == Path("my.onnx")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fast").write_bytes(b"")  # a file of that name in the working folder is the user's
+    assert resolve_model("fast") == Path("fast")
 
 
 def test_runtime_crop_is_the_training_crop_and_pinned():

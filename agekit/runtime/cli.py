@@ -23,7 +23,8 @@ OUTPUTS = ("table", "json", "jsonl", "csv")
 
 def add_common_arguments(p) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
-    p.add_argument("--model", help="an ONNX model made by `agekit export` (default: the packaged model)")
+    p.add_argument("--model", help="'default' (the packaged face-pretrained model), 'fast' (the packaged small "
+                                   "model, for slow devices) or an ONNX file made by `agekit export`")
     p.add_argument("--output", choices=OUTPUTS, default="table", help="result format (default: table)")
     p.add_argument("--out", metavar="FILE", help="write the results to FILE (atomically) instead of stdout")
     p.add_argument("--save-annotated", metavar="DIR", help="write each photo with its faces drawn into DIR")

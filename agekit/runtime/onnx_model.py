@@ -20,11 +20,24 @@ from agekit.errors import AgekitError
 FORMAT = "agekit-onnx-v1"
 METADATA_KEY = "agekit"
 DEFAULT_MODEL_NAME = "agekit-default.onnx"
+# Models the package ships, by the name users give them (--model fast): files in agekit/weights/.
+PACKAGED_MODELS = {"default": DEFAULT_MODEL_NAME, "fast": "agekit-fast.onnx"}
 
 
-def default_model_path() -> Path:
-    """Where the packaged default model lives (agekit/weights/agekit-default.onnx)."""
-    return Path(__file__).resolve().parents[1] / "weights" / DEFAULT_MODEL_NAME
+def default_model_path(name: str = "default") -> Path:
+    """Where a packaged model lives (default: agekit/weights/agekit-default.onnx)."""
+    return Path(__file__).resolve().parents[1] / "weights" / PACKAGED_MODELS[name]
+
+
+def resolve_model(model) -> Path:
+    """A model argument as a path: None or a packaged name ("default", "fast") -> its packaged file; a
+    path (str or Path) as given. A packaged name wins over a file of that name in the working folder only
+    when no such file exists."""
+    if model is None:
+        return default_model_path()
+    if isinstance(model, str) and model in PACKAGED_MODELS and not Path(model).exists():
+        return default_model_path(model)
+    return Path(model).expanduser()
 
 
 def view_input_name(i: int) -> str:
@@ -61,12 +74,12 @@ class OnnxAgeModel:
     """
 
     def __init__(self, path=None, threads: int | None = None):
-        if path is None:
-            path = default_model_path()
-            if not path.is_file():
-                raise AgekitError(f"the packaged default model is missing ({path}); pass a model file with "
-                                  "--model / AgeEstimator(model=...), made with `agekit export CHECKPOINT --onnx`")
-        self.path = Path(path).expanduser()
+        packaged = path is None or (isinstance(path, str) and path in PACKAGED_MODELS)
+        path = resolve_model(path)
+        if packaged and not path.is_file():
+            raise AgekitError(f"the packaged model is missing ({path}); pass a model file with "
+                              "--model / AgeEstimator(model=...), made with `agekit export CHECKPOINT --onnx`")
+        self.path = path
         if not self.path.is_file():
             raise AgekitError(f"model file not found: {self.path}")
         try:
