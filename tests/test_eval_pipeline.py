@@ -1,7 +1,6 @@
 """agekit eval MODEL.onnx: the breakdown arithmetic against hand-computed numbers, the protocol helpers, and
 end-to-end runs of the shipped model through the real predict pipeline on real FG-NET / UTKFace images
 (no mocks: detector, alignment and model all run)."""
-import ast
 import csv
 import json
 import math
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 
 from agekit.cli import main
+from agekit.data.splits import seeded_subset
 from agekit.errors import AgekitError
 from agekit.eval import breakdown as bd
 from agekit.eval import pipeline as pl
@@ -134,10 +134,10 @@ def test_seeded_subset_is_nested_and_sorted():
     from agekit.data.records import FaceRecord
 
     records = [FaceRecord(path=f"/p/{i}.jpg", key=f"{i:03d}.jpg", age=i, dataset="x") for i in range(50)]
-    small, large = pl.seeded_subset(records, 5), pl.seeded_subset(records, 20)
+    small, large = seeded_subset(records, 5), seeded_subset(records, 20)
     assert len(small) == 5 and {r.key for r in small} <= {r.key for r in large}
     assert [r.key for r in large] == sorted(r.key for r in large)
-    assert pl.seeded_subset(records, None) == records == pl.seeded_subset(records, 99)
+    assert seeded_subset(records, None) == records == seeded_subset(records, 99)
 
 
 def test_labelled_face_prefers_the_large_central_face():

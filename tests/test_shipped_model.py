@@ -60,7 +60,7 @@ def test_turned_photo_is_found_by_rotation(estimator):
 def test_accuracy_and_coverage_on_utkface_test_images(estimator, utkface_root):
     from agekit.data.records import read_dataset
     from agekit.data.splits import assign_splits, select
-    from agekit.engine.data import seeded_subset
+    from agekit.data.splits import seeded_subset
 
     records = read_dataset("utkface", utkface_root).records
     assignment, _ = assign_splits(records, {"kind": "file", "file": "utkface_v1"})

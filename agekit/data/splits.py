@@ -131,6 +131,16 @@ def assign_splits(records, spec: dict) -> tuple[dict, dict]:
     raise AgekitError(f"unknown split kind '{kind}'; choose from file, random, lopo, subject_kfold")
 
 
+def seeded_subset(records, n: int | None, seed: int = 0) -> list:
+    """A reproducible subset of n records, in key order: sorted by hash_unit(key, seed + 7), first n (a
+    smaller n is a subset of a larger one; first-n of a sorted list would be a narrow age band).
+    None/0 or n >= len keeps all."""
+    if not n or n >= len(records):
+        return sorted(records, key=lambda r: r.key)
+    picked = sorted(records, key=lambda r: hash_unit(r.key, seed + 7))[:int(n)]
+    return sorted(picked, key=lambda r: r.key)
+
+
 def select(records, assignment: dict, split: str) -> list:
     if split not in SPLITS:
         raise AgekitError(f"unknown split '{split}'; choose from {', '.join(SPLITS)}")

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from agekit.data.cache import build_or_load
 from agekit.data.preprocess import CropSpec, crop_face
 from agekit.data.records import AGE_VALID_RANGE, default_root, read_dataset
-from agekit.data.splits import assign_splits, hash_unit, select, write_split_file
+from agekit.data.splits import assign_splits, hash_unit, seeded_subset, select, write_split_file
 from agekit.errors import AgekitError, ImageError
 from agekit.io import load_image
 
@@ -56,12 +56,6 @@ def _labels(records):
     ages = np.array([r.age for r in records], dtype=np.float32)
     genders = np.array([-1 if r.gender is None else r.gender for r in records], dtype=np.int64)
     return ages, genders
-
-
-def seeded_subset(records, n: int, seed: int) -> list:
-    """A reproducible random subset of n records (first-n of a sorted list would be a narrow age band)."""
-    picked = sorted(records, key=lambda r: hash_unit(r.key, seed + 7))[:n]
-    return sorted(picked, key=lambda r: r.key)
 
 
 def load_splits(cfg: dict, splits=("train", "val"), run_dir=None, progress=True) -> dict:

@@ -28,7 +28,6 @@ from agekit.errors import AgekitError, ImageError
 DEFAULT_SPLIT_FILES = {"utkface": "utkface_v1", "fgnet": "fgnet_dev_v1"}
 # The checkpoint path's rule for a dataset without a split of its own (agekit.engine.evaluate).
 RANDOM_SPLIT = {"kind": "random", "seed": 0, "val_fraction": 0.1, "test_fraction": 0.2}
-SUBSET_SEED_OFFSET = 7  # agekit.engine.data.seeded_subset's rule: hash_unit(key, seed + 7)
 SHIFT_CSV_COLUMNS = ["shift", "key", "true_age", "found", "pred_age", "female_prob", "interval_lo", "interval_hi",
                      "reason"]
 FACE_CHOICE = "agekit.data.detected.main_face over the faces AgeEstimator.predict returns"
@@ -60,17 +59,6 @@ def select_records(records, split: str, spec: dict | None) -> tuple[list, dict]:
 
     assignment, header = assign_splits(records, spec)
     return select(records, assignment, split), header
-
-
-def seeded_subset(records, n: int | None, seed: int = 0) -> list:
-    """n records chosen by hash_unit(key, seed + 7) (the training code's subset rule: a smaller n is a subset
-    of a larger one, and every age band is represented), in key order. None/0 or n >= len keeps all."""
-    from agekit.data.splits import hash_unit
-
-    if not n or n >= len(records):
-        return list(records)
-    picked = sorted(records, key=lambda r: hash_unit(r.key, seed + SUBSET_SEED_OFFSET))[:int(n)]
-    return sorted(picked, key=lambda r: r.key)
 
 
 def image_seed(key: str, seed: int) -> int:
@@ -328,6 +316,8 @@ def evaluate_onnx(model, dataset: str | None = None, root=None, split: str | Non
     chosen, header = select_records(records, split, spec)
     if not chosen:
         raise AgekitError(f"split '{split}' of {root} is empty (split rule {header})")
+    from agekit.data.splits import seeded_subset
+
     chosen = seeded_subset(chosen, limit, seed)
 
     t0 = time.perf_counter()
@@ -345,7 +335,7 @@ def evaluate_onnx(model, dataset: str | None = None, root=None, split: str | Non
         "calibrated": bool(est.calibration), "level": est.level,
         "detector": est.detector_name,
         "dataset": dataset, "data_root": str(root), "split": split, "split_rule": header,
-        "limit": limit, "subset_rule": f"hash_unit(key, {seed} + {SUBSET_SEED_OFFSET}), first N" if limit else None,
+        "limit": limit, "subset_rule": f"agekit.data.splits.seeded_subset(seed={seed})" if limit else None,
         "n_images": len(chosen), "skipped_by_reader": len(result.skipped),
         "face_choice": FACE_CHOICE, "misses": MISS_RULE,
         "thresholds": [_tkey(t) for t in thresholds] or None, "shifts": shifts or None,
