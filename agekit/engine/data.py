@@ -66,7 +66,8 @@ def load_splits(cfg: dict, splits=("train", "val"), run_dir=None, progress=True)
     stays the main dataset's. data.balance then evens out age bands (and race) by repeating rare ones.
     """
     out = _load_one(cfg, splits, run_dir, progress)
-    for i, extra in enumerate(cfg["data"]["extra_datasets"]):
+    # .get: configs stored in checkpoints of earlier versions lack these keys
+    for i, extra in enumerate(cfg["data"].get("extra_datasets") or []):
         sub = extra_dataset_config(cfg, extra, i)
         wanted = [s for s in splits if s in ("train", "val")]
         if not wanted:
@@ -81,10 +82,11 @@ def load_splits(cfg: dict, splits=("train", "val"), run_dir=None, progress=True)
             if split == "train":
                 part = repeat_split(part, float(extra.get("repeat", 1.0)), cfg["seed"])
             out[split] = concat_splits(out[split], part)
-    if "train" in out and cfg["data"]["balance"]["power"]:
-        b = cfg["data"]["balance"]
+    b = cfg["data"].get("balance") or {}
+    if "train" in out and b.get("power"):
         out["train"] = repeat_split(out["train"], balance_repeats(out["train"].records, b["power"],
-                                                                  b["max_repeat"], b["by"]), cfg["seed"])
+                                                                  b.get("max_repeat", 3.0), b.get("by", ["age"])),
+                                    cfg["seed"])
     return out
 
 
