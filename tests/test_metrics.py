@@ -128,3 +128,13 @@ def test_compute_metrics_rejects_bad_input():
         m.compute_metrics([1, 2], [1, 2], gender=[0])
     with pytest.raises(ValueError, match="finite"):
         m.compute_metrics([1, 2], [1, float("nan")])
+
+
+def test_spearman_with_ties_by_hand():
+    from agekit.eval.metrics import average_ranks, spearman
+
+    # x ranks [1, 2.5, 2.5, 4], y ranks [1, 3, 2, 4]; centred: [-1.5, 0, 0, 1.5] and [-1.5, .5, -.5, 1.5]
+    # r = 4.5 / sqrt(4.5 * 5) = 0.948683
+    assert average_ranks([1, 2, 2, 3]).tolist() == [1.0, 2.5, 2.5, 4.0]
+    assert spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(0.948683, abs=1e-6)
+    assert spearman([1, 1, 1], [1, 2, 3]) is None and spearman([1], [2]) is None

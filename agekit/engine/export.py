@@ -78,8 +78,18 @@ def onnx_bytes(model, sizes: list[int], gender: bool) -> bytes:
     return buffer.getvalue()
 
 
+def require_onnx():
+    """The `onnx` package (metadata, int8 quantisation), which the predict-only install leaves out."""
+    try:
+        import onnx
+    except ModuleNotFoundError:
+        raise AgekitError("agekit export needs the 'onnx' package (not part of the predict-only install); "
+                          "install it with: python -m pip install onnx") from None
+    return onnx
+
+
 def with_metadata(model_bytes: bytes, meta: dict) -> bytes:
-    import onnx
+    onnx = require_onnx()
 
     proto = onnx.load_from_string(model_bytes)
     for i in reversed(range(len(proto.metadata_props))):
@@ -191,6 +201,7 @@ def export_checkpoint(checkpoint, out, *, calibrate_on: str = "val", quantize: s
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise AgekitError(f"--onnx file name must end in .onnx, got {out}")
+    require_onnx()
     model, payload = load_model(checkpoint)
     meta = base_metadata(payload, checkpoint, model)
     meta["test_metrics"] = find_test_metrics(checkpoint, metrics_file)

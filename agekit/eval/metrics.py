@@ -9,7 +9,6 @@ Conventions shared by every function here:
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 
@@ -130,6 +129,26 @@ def bootstrap_ci(abs_err, n: int = 1000, alpha: float = 0.05, seed: int = 0) -> 
     return float(low), float(high)
 
 
+def average_ranks(x) -> np.ndarray:
+    """Ranks 1..n of x, ties sharing their average rank (what Spearman's correlation uses)."""
+    x = np.asarray(x, dtype=np.float64)
+    ranks = np.empty(len(x))
+    ranks[np.argsort(x, kind="mergesort")] = np.arange(1, len(x) + 1)
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    return (np.bincount(inverse, weights=ranks) / counts)[inverse]
+
+
+def spearman(a, b) -> float | None:
+    """Spearman's rank correlation (Pearson's on average ranks); None when undefined (n < 2 or a
+    constant input). numpy only, so torch-free evaluation needs no scipy."""
+    ra, rb = average_ranks(a), average_ranks(b)
+    if len(ra) < 2:
+        return None
+    da, db = ra - ra.mean(), rb - rb.mean()
+    denom = math.sqrt(float((da * da).sum()) * float((db * db).sum()))
+    return float((da * db).sum()) / denom if denom > 0 else None
+
+
 def uncertainty_summary(abs_err, pred_std) -> dict:
     """How well a predicted std (N,) tracks the absolute error (N,).
 
@@ -137,8 +156,6 @@ def uncertainty_summary(abs_err, pred_std) -> dict:
     |err| <= 1.645 * std (the nominal 90% Gaussian interval). Samples with a missing/non-finite std are
     excluded; the Spearman correlation is None when undefined (fewer than 2 samples or constant input).
     """
-    from scipy.stats import spearmanr
-
     err, std = _floats(abs_err), _floats(pred_std)
     keep = np.isfinite(std)
     if not keep.any():
@@ -146,10 +163,7 @@ def uncertainty_summary(abs_err, pred_std) -> dict:
     err, std = err[keep], std[keep]
     rho = None
     if len(err) >= 2:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # constant input warns and yields NaN, mapped to None below
-            value = float(spearmanr(std, err).statistic)
-        rho = value if math.isfinite(value) else None
+        rho = spearman(std, err)
     return {
         "n": int(len(err)),
         "mean_pred_std": float(std.mean()),

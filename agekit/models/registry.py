@@ -146,15 +146,18 @@ def load_weights(model: nn.Module, path: str | os.PathLike, name: str = "backbon
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise AgekitError(f"{path}: weights file not found")
-    try:
-        if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors":
+        try:
             from safetensors.torch import load_file
             obj = load_file(str(path), device="cpu")
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch and safetensors raise many types for a bad file; all mean "unreadable"
-        first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise AgekitError(f"{path}: not a readable weights file ({first_line})") from None
+        except Exception as exc:  # safetensors raises many types for a bad file; all mean "unreadable"
+            first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise AgekitError(f"{path}: not a readable weights file ({first_line})") from None
+    else:
+        from agekit.engine.checkpoint import load_restricted
+
+        # torch's restricted unpickler: a file naming any code is refused before it runs
+        obj = load_restricted(path, "weights file")
     while isinstance(obj, Mapping) and any(isinstance(obj.get(k), Mapping) for k in _NESTING_KEYS):
         obj = next(obj[k] for k in _NESTING_KEYS if isinstance(obj.get(k), Mapping))
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):

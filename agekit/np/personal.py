@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
@@ -74,9 +74,27 @@ class Context:
         return len(self.ages)
 
 
+def _inside(folder: Path, root: Path, name: str, where: str) -> Path:
+    """folder/name, when it is a file name relative to the folder that stays inside it once `..` and symbolic
+    links are resolved (root: the folder resolved); else AgekitError naming the row. A downloaded context
+    folder's ages.csv thus cannot make agekit read /etc/passwd, ~/.ssh/... or ../../anything."""
+    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).anchor:
+        raise AgekitError(f"{where}: {name} is an absolute path; name the photo relative to {folder}")
+    path = folder / name
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte in the name
+        raise AgekitError(f"{where}: {name!r} is not a usable file name") from None
+    if not resolved.is_relative_to(root):
+        raise AgekitError(f"{where}: {name} is outside {folder} (resolved to {resolved}); ages.csv may list only "
+                          "photos inside its own folder")
+    return path
+
+
 def read_ages_csv(folder) -> list[tuple[Path, float]]:
     """DIR/ages.csv with columns file,age (header required; extra columns ignored): [(DIR/file, age)].
-    Errors name the line: missing file, non-numeric or out-of-range age, a file listed twice, no rows."""
+    Errors name the line: missing file, non-numeric or out-of-range age, a file listed twice, no rows, and a
+    file name that is absolute or leads outside DIR (through `..` or a symbolic link)."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise AgekitError(f"--context-dir {folder}: not a folder")
@@ -95,6 +113,7 @@ def read_ages_csv(folder) -> list[tuple[Path, float]]:
     if "file" not in header or "age" not in header:
         raise AgekitError(f"{table}: the first line must name the columns file,age (got {','.join(header)})")
     fi, ai = header.index("file"), header.index("age")
+    root = folder.resolve()
     out, seen = [], {}
     for line, row in rows[1:]:
         where = f"{table} line {line}"
@@ -104,7 +123,7 @@ def read_ages_csv(folder) -> list[tuple[Path, float]]:
         if not name:
             raise AgekitError(f"{where}: the file name is empty")
         age = parse_age(age_text, f"{where} ({name})")
-        path = folder / name
+        path = _inside(folder, root, name, where)
         if not path.is_file():
             raise AgekitError(f"{where}: {name} not found in {folder}")
         key = str(path.resolve())
