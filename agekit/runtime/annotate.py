@@ -1,6 +1,9 @@
 """--save-annotated: the photo with each face's box, "age +-half-width, gender" and flags (OpenCV)."""
 from __future__ import annotations
 
+import os
+import stat
+import unicodedata
 from pathlib import Path
 
 import cv2
@@ -46,18 +49,69 @@ def draw(image: np.ndarray, faces, labels=None) -> np.ndarray:
     return canvas
 
 
-def annotated_name(path: Path, root: Path | None, out_dir: Path, taken: set) -> Path:
-    """Output file for an input: mirrors its place under a folder argument; .png stays .png, else .jpg;
-    a name already used in this run gets -2, -3, ..."""
-    rel = path.relative_to(root) if root is not None else Path(path.name)
-    ext = ".png" if path.suffix.lower() == ".png" else ".jpg"
-    target = out_dir / rel.with_suffix(ext)
-    n = 2
-    while str(target) in taken:
-        target = out_dir / rel.with_name(f"{rel.stem}-{n}{ext}")
-        n += 1
-    taken.add(str(target))
-    return target
+def _key(path: str) -> str:
+    """Names that one file system may take for the same file (case-insensitive or normalising ones)."""
+    return unicodedata.normalize("NFC", path).casefold()
+
+
+def annotated_name(item, out_dir: Path) -> Path:
+    """The annotated copy's path before collisions are resolved: a file found under a folder argument keeps
+    its place under that folder (sub-folders mirrored); any other input is named after its file (a URL after
+    the last part of its path, stdin "stdin"); .png stays .png, anything else becomes .jpg."""
+    from agekit.runtime.inputs import url_file_name
+
+    if item.url is not None:
+        rel = Path(url_file_name(item.url))
+    else:
+        rel = item.path.relative_to(item.root) if item.root is not None else Path(item.path.name)
+    ext = ".png" if rel.suffix.lower() == ".png" else ".jpg"
+    return out_dir / rel.with_suffix(ext)
+
+
+def plan_annotated(items, out_dir, protected: dict, flag: str = "--save-annotated") -> list:
+    """The file each input's annotated copy goes to (None for inputs that already failed), decided before any
+    image is read. Two inputs that would get the same name (b/x.jpg and c/x.jpg given as files, x.jpeg and
+    x.jpg) are told apart by -2, -3, ... in input order; names are compared as a case-insensitive file system
+    would. A symbolic link at a target is written through, to its target. Raises AgekitError (a usage
+    error) when a copy would overwrite a protected file (an input, --out: `protected` maps real paths to
+    what they are) or a folder or other non-file."""
+    out_dir = Path(out_dir)
+    by_identity = {}
+    for real, what in protected.items():
+        try:
+            st = os.stat(real)
+            by_identity[(st.st_dev, st.st_ino)] = what
+        except OSError:
+            pass
+    taken: set = set()
+    plan = []
+    for item in items:
+        if item.error is not None:
+            plan.append(None)
+            continue
+        first = annotated_name(item, out_dir)
+        target, n = first, 2
+        while True:
+            real = os.path.realpath(target)
+            if _key(real) not in taken:
+                break
+            target = first.with_name(f"{first.stem}-{n}{first.suffix}")
+            n += 1
+        taken.add(_key(real))
+        what = protected.get(real)
+        try:
+            st = os.stat(real)
+        except OSError:
+            st = None
+        if st is not None:
+            what = what or by_identity.get((st.st_dev, st.st_ino))
+            if what is None and not stat.S_ISREG(st.st_mode):
+                raise AgekitError(f"{flag} {out_dir}: {target} (for {item.name}) exists and is not a file")
+        if what is not None:
+            raise AgekitError(f"{flag} {out_dir}: the annotated copy of {item.name} would overwrite {what} "
+                              f"{target}; choose another folder")
+        plan.append(Path(real))
+    return plan
 
 
 def save_annotated(target: Path, image: np.ndarray, faces, labels=None) -> None:

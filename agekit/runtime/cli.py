@@ -1,18 +1,22 @@
 """What `agekit predict` and `agekit check` share: options, the per-file loop, output formats.
 
-Each input file is processed on its own: a file that fails (unreadable, no face, bad box) becomes an error
-row and the batch goes on; the exit code is 1 when any input failed (2 for usage errors, raised as
-AgekitError before any file is read). --out and --save-annotated files are written atomically.
+Each input file is processed on its own: a file that fails (unreadable, no face, bad box, a failed download)
+becomes an error row and the batch goes on; the exit code is 1 when any input failed. Usage errors (bad
+options, an unknown detector, an --out or --save-annotated that cannot be written or would overwrite an input)
+are raised as AgekitError (exit 2) before any image is read. Results are written as each file is done
+(agekit.runtime.outputs: --out rules, --resume); Ctrl-C or SIGTERM writes what is done and exits 130 / 143.
 
 Extension point: `build_estimator(args)` makes the estimator every command uses; options that change how
 faces are scored (e.g. personalisation) add their arguments in `add_common_arguments` and wrap it there.
 """
 from __future__ import annotations
 
-import csv
+import contextlib
 import io
-import json
+import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,17 +26,25 @@ OUTPUTS = ("table", "json", "jsonl", "csv")
 
 
 def add_common_arguments(p) -> None:
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="image files, folders (searched recursively), globs, http(s) URLs, or - for stdin")
     p.add_argument("--model", help="'default' (the packaged face-pretrained model), 'fast' (the packaged small "
                                    "model, for slow devices) or an ONNX file made by `agekit export`")
     p.add_argument("--output", choices=OUTPUTS, default="table", help="result format (default: table)")
-    p.add_argument("--out", metavar="FILE", help="write the results to FILE (atomically) instead of stdout")
+    p.add_argument("--out", metavar="FILE",
+                   help="write the results to FILE instead of stdout ('-': stdout): a file is replaced atomically, "
+                        "a FIFO or device is written into, a symlink is written through to its target")
+    p.add_argument("--resume", action="store_true",
+                   help="with --output jsonl|csv --out FILE: skip the inputs already in FILE and append the rest "
+                        "(rows are flushed one by one, so an interrupted run can be resumed)")
     p.add_argument("--save-annotated", metavar="DIR", help="write each photo with its faces drawn into DIR")
     p.add_argument("--min-face", type=float, default=0, metavar="PX",
                    help="ignore detected faces whose box is smaller than PX pixels (default 0)")
     p.add_argument("--max-faces", type=int, metavar="N", help="keep at most N faces per image, best first")
     p.add_argument("--threshold", type=float, metavar="T", help="detector score threshold (default: the detector's)")
     p.add_argument("--detector", default="default", help="face detector (default: the one the model was trained with)")
+    p.add_argument("--detector-model", metavar="PATH",
+                   help="the face detector's model file (yunet: a face_detection_yunet*.onnx from the OpenCV Zoo)")
     p.add_argument("--detect-size", type=int, metavar="PX",
                    help="shrink photos whose longer side exceeds PX before detection (CenterFace default 1280); "
                         "320 is about 4x faster on a 640x480 photo but misses faces smaller than about 40 px")
@@ -47,18 +59,60 @@ def add_common_arguments(p) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar for folders")
 
 
-def build_estimator(args):
-    from agekit.runtime.estimator import AgeEstimator
+# ---- options and the estimator ----------------------------------------------------------------------------
+def _detects(args) -> bool:
+    return not getattr(args, "no_detect", False) and not getattr(args, "boxes", None)
+
+
+def check_arguments(args) -> None:
+    """Usage errors that need nothing read: raised before the model, the inputs or the outputs are touched."""
+    from agekit.detect import list_detectors
 
     if args.max_faces is not None and args.max_faces < 1:
         raise AgekitError(f"--max-faces must be >= 1, got {args.max_faces}")
     if not 0 < args.level < 1:
         raise AgekitError(f"--level must be between 0 and 1 (e.g. 0.9), got {args.level}")
+    if args.detect_size is not None and args.detect_size < 32:
+        raise AgekitError(f"--detect-size must be at least 32 pixels, got {args.detect_size}")
+    name = str(getattr(args, "detector", None) or "default")
+    if name.lower() != "default" and name.lower() not in list_detectors():
+        raise AgekitError(f"--detector {name}: unknown face detector; choose from default, "
+                          f"{', '.join(list_detectors())}")
+    model_path = getattr(args, "detector_model", None)
+    if model_path and not Path(model_path).expanduser().is_file():
+        raise AgekitError(f"--detector-model {model_path}: file not found")
+    if getattr(args, "resume", False) and (args.output not in ("jsonl", "csv") or args.out in (None, "-")):
+        raise AgekitError("--resume needs --output jsonl or csv and --out FILE (the file to read and append to)")
+
+
+def _detector_options(args) -> dict:
     options = {}
     if args.detect_size is not None:
-        if args.detect_size < 32:
-            raise AgekitError(f"--detect-size must be at least 32 pixels, got {args.detect_size}")
         options["max_side"] = args.detect_size
+    if getattr(args, "detector_model", None):
+        options["model_path"] = str(Path(args.detector_model).expanduser())
+    return options
+
+
+def _start_detector(args, estimator) -> None:
+    """Create the face detector now, so that a detector that cannot run is a usage error, not one error
+    row per file."""
+    name = str(estimator.detector_name or "default").lower()
+    if name == "yunet" and not getattr(args, "detector_model", None):
+        raise AgekitError("face detector 'yunet' needs --detector-model PATH (a face_detection_yunet*.onnx file "
+                          "from the OpenCV Zoo; no package ships one)")
+    try:
+        _ = estimator.detector
+    except TypeError as exc:  # an option this backend does not take
+        flag = next((f for key, f in (("max_side", "--detect-size"), ("model_path", "--detector-model"))
+                     if key in str(exc)), "an option")
+        raise AgekitError(f"{flag} is not an option of face detector '{estimator.detector_name}'") from None
+
+
+def build_estimator(args):
+    from agekit.runtime.estimator import AgeEstimator
+
+    check_arguments(args)
     context = None
     if getattr(args, "context_dir", None):  # agekit predict --context-dir: validated before any photo is read
         from agekit.np.personal import read_ages_csv
@@ -66,7 +120,9 @@ def build_estimator(args):
         context = read_ages_csv(args.context_dir)
     estimator = AgeEstimator(model=args.model, detector=args.detector, threshold=args.threshold,
                              min_face=args.min_face, max_faces=args.max_faces, level=args.level,
-                             threads=args.threads, detector_options=options)
+                             threads=args.threads, detector_options=_detector_options(args))
+    if _detects(args):
+        _start_detector(args, estimator)
     if context is None:
         return estimator
     from agekit.np.personal import ContextEstimator
@@ -74,6 +130,7 @@ def build_estimator(args):
     return ContextEstimator(estimator, context, report=lambda line: print(line, file=sys.stderr))
 
 
+# ---- one file ---------------------------------------------------------------------------------------------
 @dataclass
 class FileResult:
     file: str
@@ -86,132 +143,342 @@ class FileResult:
         return self.error is None
 
 
-def process(args, estimator, inputs, per_face=None) -> list[FileResult]:
-    """Run the estimator over the inputs; `per_face(face) -> dict` adds command-specific fields."""
-    from tqdm import tqdm
+def read_input(item):
+    """An input's image as agekit.io.LoadedImage: large photos reduced to the working size."""
+    import agekit.io
+    from agekit.runtime.inputs import fetch
 
-    from agekit.runtime.annotate import annotated_name, label, save_annotated
-    from agekit.runtime.estimator import as_image
+    source = fetch(item) if item.url is not None else item.path
+    return agekit.io.read_image(source, name=item.name, max_pixels=agekit.io.MAX_PIXELS,
+                                work_pixels=agekit.io.WORK_PIXELS)
+
+
+def _scaled_boxes(file_boxes, loaded):
+    from agekit.runtime.estimator import check_box
+
+    width, height = loaded.size
+    boxes = [check_box(b, width, height) for b in file_boxes]  # errors in the photo's own pixels
+    sx, sy = loaded.scale
+    return [(x1 / sx, y1 / sy, x2 / sx, y2 / sy) for x1, y1, x2, y2 in boxes]
+
+
+def _to_photo_pixels(faces, loaded) -> None:
+    import numpy as np
+
+    if not loaded.reduced:
+        return
+    sx, sy = loaded.scale
+    for f in faces:
+        x1, y1, x2, y2 = f.box
+        f.box = (x1 * sx, y1 * sy, x2 * sx, y2 * sy)
+        if f.landmarks is not None:
+            f.landmarks = np.asarray(f.landmarks, dtype=np.float64) * np.array([sx, sy])
+
+
+def process_one(args, estimator, item, boxes=None, per_face=None, annotated: Path | None = None) -> FileResult:
+    """One input: its faces, or an error row. Nothing but a KeyboardInterrupt-like exception escapes."""
+    from agekit.runtime.annotate import label, save_annotated
+
+    res = FileResult(item.name, error=item.error)
+    if item.error:
+        return res
+    try:
+        loaded = read_input(item)
+        image = loaded.array
+        if args.no_detect:
+            faces = estimator.predict_crops([image], aligned=False)
+        else:
+            file_boxes = boxes.for_input(item) if boxes else None
+            if boxes and file_boxes is None:
+                raise AgekitError("no box given for this file in --boxes")
+            if file_boxes is not None:
+                file_boxes = _scaled_boxes(file_boxes, loaded)
+            faces = estimator.predict(image, boxes=file_boxes)
+        if not faces:
+            raise AgekitError("no face found")
+        res.extra = [per_face(f) if per_face else {} for f in faces]
+        if annotated is not None:  # drawn on the working image, before the boxes go back to photo pixels
+            labels = [label(f, e.get("label")) for f, e in zip(faces, res.extra)]
+            save_annotated(annotated, image, faces, labels)
+        _to_photo_pixels(faces, loaded)
+        res.faces = faces
+    except ImageError as exc:
+        res.error = exc.reason
+    except AgekitError as exc:
+        res.error = str(exc)
+    except Exception as exc:  # one odd file must not stop a batch
+        if getattr(args, "verbose", False):
+            raise
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        res.error = f"unexpected error ({type(exc).__name__}: {detail})"
+    return res
+
+
+def process(args, estimator, inputs, per_face=None) -> list[FileResult]:
+    """Every input's result in a list (for callers that want them in memory; the CLI streams instead)."""
     from agekit.runtime.inputs import Boxes
 
-    items, any_folder = inputs
+    items = inputs.items if hasattr(inputs, "items") else inputs[0]
     boxes = Boxes(args.boxes) if args.boxes else None
-    out_dir = Path(args.save_annotated) if args.save_annotated else None
-    taken: set = set()
-    results = []
-    bar = tqdm(items, unit="img", file=sys.stderr, disable=args.no_progress or not any_folder or len(items) < 2,
-               desc="predicting")
-    for item in bar:
-        res = FileResult(str(item.path), error=item.error)
-        results.append(res)
-        if item.error:
-            continue
-        try:
-            image = as_image(item.path)
-            if args.no_detect:
-                faces = estimator.predict_crops([image], aligned=False)
-            else:
-                file_boxes = boxes.for_file(item.path) if boxes else None
-                if boxes and file_boxes is None:
-                    raise AgekitError("no box given for this file in --boxes")
-                faces = estimator.predict(image, boxes=file_boxes)
-            if not faces:
-                raise AgekitError("no face found")
-            res.faces = faces
-            res.extra = [per_face(f) if per_face else {} for f in faces]
-            if out_dir is not None:
-                labels = [label(f, e.get("label")) for f, e in zip(faces, res.extra)]
-                save_annotated(annotated_name(item.path, item.root, out_dir, taken), image, faces, labels)
-        except ImageError as exc:
-            res.error = exc.reason
-        except AgekitError as exc:
-            res.error = str(exc)
-        except Exception as exc:  # one odd file must not stop a batch
-            if getattr(args, "verbose", False):
-                raise
-            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-            res.error = f"unexpected error ({type(exc).__name__}: {detail})"
-    bar.close()
-    return results
+    return [process_one(args, estimator, item, boxes, per_face) for item in items]
 
 
 # ---- output ------------------------------------------------------------------------------------------
+def record(r: FileResult) -> dict:
+    if r.ok:
+        faces = [{"face": i + 1, **f.to_dict(), **{k: v for k, v in e.items() if k != "label"}}
+                 for i, (f, e) in enumerate(zip(r.faces, r.extra))]
+        return {"file": r.file, "ok": True, "faces": faces}
+    return {"file": r.file, "ok": False, "error": r.error}
+
+
 def records(results: list[FileResult]) -> list[dict]:
-    out = []
-    for r in results:
-        if r.ok:
-            faces = [{"face": i + 1, **f.to_dict(), **{k: v for k, v in e.items() if k != "label"}}
-                     for i, (f, e) in enumerate(zip(r.faces, r.extra))]
-            out.append({"file": r.file, "ok": True, "faces": faces})
-        else:
-            out.append({"file": r.file, "ok": False, "error": r.error})
-    return out
+    return [record(r) for r in results]
 
 
 def _fmt(v, digits=1):
     return "" if v is None else f"{v:.{digits}f}"
 
 
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows if len(row) > i and len(row) > 2) for i in range(len(rows[0]))]
-    lines = []
-    for row in rows:
-        if len(row) == 2:  # an error row: file + message
-            lines.append(f"{row[0]:<{widths[0]}}  {row[1]}")
-        else:
-            lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-    return "\n".join(lines) + "\n"
-
-
 def render(results: list[FileResult], fmt: str, columns) -> str:
-    """columns: [(header, f(face, extra) -> str or number)] for table and CSV."""
-    if fmt == "json":
-        return json.dumps(records(results), indent=2) + "\n"
-    if fmt == "jsonl":
-        return "".join(json.dumps(rec) + "\n" for rec in records(results))
-    if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["file", "face"] + [h for h, _ in columns] + ["error"])
-        for r in results:
-            if not r.ok:
-                writer.writerow([r.file, ""] + [""] * len(columns) + [r.error])
-            for i, (f, e) in enumerate(zip(r.faces, r.extra)):
-                writer.writerow([r.file, i + 1] + [get(f, e) for _, get in columns] + [""])
-        return buffer.getvalue()
-    rows = [["file", "face"] + [h for h, _ in columns]]
+    """The whole output for a list of results (what the CLI writes row by row)."""
+    from agekit.runtime.outputs import Destination, ResultWriter
+
+    class _Buffer(Destination):
+        def __init__(self):
+            self.fh = io.StringIO()
+
+    dest = _Buffer()
+    writer = ResultWriter(dest, fmt, columns, record)
     for r in results:
-        if not r.ok:
-            rows.append([r.file, f"error: {r.error}"])
-        for i, (f, e) in enumerate(zip(r.faces, r.extra)):
-            rows.append([r.file, str(i + 1)] + [str(get(f, e)) for _, get in columns])
-    return _table(rows)
+        writer.add(r)
+    writer.end()
+    return dest.fh.getvalue()
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that the run writes what it has done."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Ctrl-C and SIGTERM wait while the output is being completed and renamed."""
+    main = threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask")
+    if main:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        if main:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+def _protected_files(args, items) -> dict:
+    """Real path -> what it is, for every file an output must never overwrite."""
+    from agekit.runtime.onnx_model import resolve_model
+
+    protected = {}
+    for flag, value in (("--context-dir", getattr(args, "context_dir", None)), ("--boxes", args.boxes),
+                        ("--detector-model", getattr(args, "detector_model", None))):
+        if value:
+            path = Path(value).expanduser()
+            for p in ([path / "ages.csv"] if flag == "--context-dir" else [path]):
+                if p.is_file():
+                    protected[os.path.realpath(p)] = f"the {flag} file"
+    with contextlib.suppress(Exception):
+        model = resolve_model(args.model)
+        if model.is_file():
+            protected[os.path.realpath(model)] = "the model file"
+    for item in items:
+        if item.real is not None:
+            protected[item.real] = "the input file"
+    return protected
+
+
+def _check_overwrite(flag: str, given: str, path: Path, protected: dict) -> None:
+    real = os.path.realpath(path)
+    what = protected.get(real)
+    if what is None and os.path.exists(real):
+        st = os.stat(real)
+        for p, w in protected.items():
+            with contextlib.suppress(OSError):
+                other = os.stat(p)
+                if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                    what = w
+                    break
+    if what is not None:
+        raise AgekitError(f"{flag} {given} is {what}: it would be overwritten; give another file")
+
+
+def _skipped_text(skipped) -> str:
+    total = sum(skipped.values())
+    detail = ", ".join(f"{reason}: {n}" for reason, n in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])))
+    return f"{total} skipped ({detail})"
+
+
+def run_command(args, columns, per_face=None) -> int:
+    """The whole of `agekit predict` / `agekit check`: every check first (exit 2, nothing read, nothing
+    written), then each input read, scored and written as it is done."""
+    from tqdm import tqdm
+
+    from agekit.runtime.annotate import plan_annotated
+    from agekit.runtime.inputs import Boxes, expand_inputs
+    from agekit.runtime.outputs import (
+        ResultWriter,
+        check_out,
+        open_destination,
+        read_resume,
+        writable_folder,
+    )
+
+    check_arguments(args)
+    expansion = expand_inputs(args.paths)
+    items = expansion.items
+    boxes = Boxes(args.boxes) if args.boxes else None
+    target = check_out(args.out)
+    header = ["file", "face"] + [h for h, _ in columns] + ["error"]
+    protected = _protected_files(args, items)
+    if target.kind == "file":
+        _check_overwrite("--out", target.given, target.path, protected)
+        protected[os.path.realpath(target.path)] = "the --out file"
+    resume = read_resume(target, args.output, header) if getattr(args, "resume", False) else None
+    plan = [None] * len(items)
+    if args.save_annotated:
+        out_dir = Path(args.save_annotated).expanduser()
+        if target.kind == "file" and os.path.realpath(out_dir) == os.path.realpath(target.path):
+            raise AgekitError(f"--out {target.given} and --save-annotated {args.save_annotated} name the same path")
+        writable_folder(out_dir, "--save-annotated", args.save_annotated)
+        plan = plan_annotated(items, out_dir, protected)
+    todo = [i for i, item in enumerate(items) if resume is None or not resume.has(item)]
+    estimator = build_estimator(args)
+    per_face_fn = per_face(estimator) if per_face else None
+
+    # every check passed: from here on, outputs are created and images read
+    if args.save_annotated:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AgekitError(f"--save-annotated {args.save_annotated}: {exc.strerror or exc}") from None
+    dest = open_destination(target, resume)
+    writer = ResultWriter(dest, args.output, columns, record, write_header=resume is None or resume.need_header)
+    ok = failed = 0
+    status = write_error = None
+    bar = tqdm(total=len(todo), unit="img", file=sys.stderr, desc="predicting",
+               disable=args.no_progress or not expansion.any_folder or len(todo) < 2)
+    try:
+        with _sigterm_raises():
+            for i in todo:
+                res = process_one(args, estimator, items[i], boxes, per_face_fn, plan[i])
+                writer.add(res)
+                ok, failed = ok + res.ok, failed + (not res.ok)
+                bar.update()
+    except KeyboardInterrupt:
+        status = 130
+    except Terminated:
+        status = 143
+    except BrokenPipeError:
+        status = 141
+    except OSError as exc:  # the output cannot be written (disk full, ...): keep what is done
+        write_error = exc
+    except BaseException:
+        with _signals_held(), contextlib.suppress(Exception):
+            writer.end()
+            dest.commit() if writer.count else dest.discard()
+        raise
+    finally:
+        bar.close()
+    with _signals_held():
+        status, write_error = _close_output(target, dest, writer, status, write_error, resume is not None)
+    if write_error is not None:
+        raise AgekitError(write_error)
+
+    n = ok + failed
+    line = f"{n} file{'s' if n != 1 else ''}, {ok} ok, {failed} failed"
+    skipped = expansion.skipped
+    if skipped:
+        line += "; " + _skipped_text(skipped)
+    if resume is not None and len(todo) < len(items):
+        line += f"; {len(items) - len(todo)} already in {target.given} (--resume)"
+    if status in (130, 143):
+        where = "stdout" if target.kind == "stdout" else target.given
+        print(f"agekit: interrupted after {n} of {len(todo)} files; their results are in {where}"
+              + (" (run again with --resume to continue)" if args.output in ("jsonl", "csv")
+                 and target.kind == "file" else ""), file=sys.stderr)
+    if status == 141:
+        print("agekit: the output was closed (broken pipe); stopped", file=sys.stderr)
+    if failed or n > 1 or skipped or resume is not None or status:
+        print(line, file=sys.stderr)
+    if status:
+        return status
+    return 1 if failed else 0
+
+
+def _close_output(target, dest, writer, status, write_error, resuming: bool):
+    """Complete the output after the loop (done, interrupted or broken): returns (status, error message)."""
+    if status == 141:  # the reader went away: nothing more can be written there
+        if target.kind == "stdout":
+            _quiet_stdout()
+        with contextlib.suppress(OSError):
+            dest.commit() if writer.count or target.kind != "file" else dest.discard()
+        return status, None
+    if status is not None and writer.count == 0 and not resuming and target.kind == "file":
+        dest.discard()  # interrupted before any file was done: an existing --out stays as it was
+        return status, None
+    try:
+        if write_error is None:
+            writer.end()
+        dest.commit()
+    except BrokenPipeError:
+        if target.kind == "stdout":
+            _quiet_stdout()
+        return 141, None
+    except OSError as exc:
+        write_error = write_error or exc
+    if write_error is None:
+        return status, None
+    where = getattr(dest, "tmp", None)
+    kept = f"; the results so far are in {where}" if where is not None and where.exists() else ""
+    return status, f"could not write {target.shown} ({write_error.strerror or write_error}){kept}"
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe on stdout: point it at /dev/null so that Python's exit flush stays silent."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def finish(args, results: list[FileResult], columns) -> int:
-    """Write the results (stdout or --out), print the summary, return the exit code."""
-    from agekit.io import write_text_atomic
+    """Write a list of results (stdout or --out) and print the summary; returns the exit code."""
+    from agekit.runtime.outputs import ResultWriter, check_out, open_destination
 
-    text = render(results, args.output, columns)
-    if args.out:
-        write_text_atomic(args.out, text)
-    else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    dest = open_destination(check_out(args.out))
+    writer = ResultWriter(dest, args.output, columns, record)
+    for r in results:
+        writer.add(r)
+    writer.end()
+    dest.commit()
     failed = sum(not r.ok for r in results)
     n = len(results)
     if failed or n > 1:
         print(f"{n} file{'s' if n != 1 else ''}, {n - failed} ok, {failed} failed", file=sys.stderr)
     return 1 if failed else 0
-
-
-def run_command(args, columns, per_face=None) -> int:
-    from agekit.runtime.inputs import expand_inputs
-
-    estimator = build_estimator(args)
-    inputs = expand_inputs(args.paths)
-    results = process(args, estimator, inputs, per_face=per_face(estimator) if per_face else None)
-    return finish(args, results, columns)
 
 
 def interval_text(f) -> str:
