@@ -68,11 +68,11 @@ def one(variant: str, seed: int, work: Path, utk_limit: int) -> dict:
         run(["agekit", "export", str(run_dir / "best.pt"), "--onnx", str(model), "--no-progress"], log)
     fg_dir, utk_dir = run_dir / "eval-fgnet-test", run_dir / "eval-utkface-test"
     if not (fg_dir / "metrics.json").is_file():
-        run(["agekit", "eval", str(model), "--dataset", "fgnet", "--out", str(fg_dir), "--threads", "2",
+        run(["agekit", "eval", str(model), "--dataset", "fgnet", "--out", str(fg_dir), "--threads", "1",
              "--no-progress"], log)
     if not (utk_dir / "metrics.json").is_file():
         run(["agekit", "eval", str(model), "--dataset", "utkface", "--limit", str(utk_limit), "--shift", "grayscale",
-             "--out", str(utk_dir), "--threads", "2", "--no-progress"], log)
+             "--out", str(utk_dir), "--threads", "1", "--no-progress"], log)
     fg, utk = metrics(fg_dir / "metrics.json"), metrics(utk_dir / "metrics.json")
     gray = utk["shift"]["grayscale"]
     return {"variant": variant, "seed": seed, "description": desc, "overrides": overrides,
