@@ -76,3 +76,26 @@ def test_split_file_round_trip_and_bad_line(tmp_path):
     path.write_text("key,split\na.jpg,holdout\n")
     with pytest.raises(AgekitError, match=r"s.csv:2"):
         read_split_file(str(path))
+
+
+def test_packaged_fgnet_development_split_is_subject_exclusive():
+    """fgnet_dev_v1: 62 subjects, 20 test / 6 val / 36 train, every photo of a person in one split, and the
+    header's subject lists agree with the rows."""
+    assignment, header = read_split_file("fgnet_dev_v1")
+    assert header["dataset"] == "fgnet" and len(assignment) == 759
+    by_subject: dict = {}
+    for key, split in assignment.items():
+        subject = key.split("/")[-1][:3]
+        by_subject.setdefault(subject, set()).add(split)
+    assert len(by_subject) == 62 and all(len(s) == 1 for s in by_subject.values())
+    counts = Counter(next(iter(s)) for s in by_subject.values())
+    assert counts == {"test": 20, "val": 6, "train": 36}
+    assert {s for s, v in by_subject.items() if v == {"test"}} == set(header["test_subjects"].split())
+    assert {s for s, v in by_subject.items() if v == {"val"}} == set(header["val_subjects"].split())
+
+
+def test_fgnet_development_split_covers_the_shared_copy(fgnet_root):
+    records = read_dataset("fgnet", fgnet_root).records
+    assignment, _ = assign_splits(records, {"kind": "file", "file": "fgnet_dev_v1"})
+    assert len(assignment) == len(records) == 759
+    assert Counter(assignment.values()) == {"train": 431, "val": 76, "test": 252}
