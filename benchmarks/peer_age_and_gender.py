@@ -32,6 +32,10 @@ object per line, each with a "type":
   (decode included), from the decoded array (decode excluded) and the HOG detector alone; median etc. over
   --pipeline-runs.
 
+`--serve` (the only argument) instead answers timing requests on stdin, one JSON line each (see `serve`):
+benchmarks/predict_speed.py keeps one such process and asks it in turn with agekit's, so that both are
+timed under the same machine load.
+
 Predictions reproduce `AgeAndGender.predict()` step by step with the package's own objects (its
 frontend.extract, its networks' probabilities and its postprocessing) so the probabilities behind the
 rounded public numbers are kept; the header's "matches_public_predict" records that the public predict()
@@ -251,7 +255,55 @@ def write_jsonl_atomic(path, rows) -> None:
         raise
 
 
+def serve(stream_in=None, stream_out=None) -> int:
+    """Answer timing requests, one JSON object per line on stdin, one JSON line each on stdout (used by
+    benchmarks/predict_speed.py to interleave the peer with agekit in one run):
+    {"op": "info"}; {"op": "pipeline_file" | "pipeline_array" | "detect", "path", "runs", "warmup"} ->
+    {"seconds": [...]} (public predict() from the file / on the decoded array / the HOG detector alone);
+    {"op": "folder", "paths": [...]} -> {"seconds": wall time of decode + public predict() over the list,
+    "faces": [count per image]}."""
+    stream_in, stream_out = stream_in or sys.stdin, stream_out or sys.stdout
+    peer = Peer()
+    for line in stream_in:
+        if not line.strip():
+            continue
+        req = json.loads(line)
+        op = req.get("op")
+        if op == "info":
+            out = {k: v for k, v in header(argparse.Namespace(list=None, limit=None)).items()
+                   if k in ("version", "versions", "python", "dlib", "threads", "env", "detector")}
+        elif op == "folder":
+            counts, t0 = [], time.perf_counter()
+            for path in req["paths"]:
+                counts.append(len(peer.predictor.predict(load_rgb(path))))
+            out = {"seconds": time.perf_counter() - t0, "faces": counts}
+        elif op in ("pipeline_file", "pipeline_array", "detect"):
+            path = req["path"]
+            image = load_rgb(path)
+            call = {"pipeline_file": lambda: peer.predictor.predict(load_rgb(path)),
+                    "pipeline_array": lambda: peer.predictor.predict(image),
+                    "detect": lambda: peer.frontend.detect(image)}[op]
+            for _ in range(int(req.get("warmup", 3))):
+                call()
+            seconds = []
+            for _ in range(int(req.get("runs", 20))):
+                t0 = time.perf_counter()
+                call()
+                seconds.append(time.perf_counter() - t0)
+            out = {"seconds": seconds}
+        elif op == "quit":
+            break
+        else:
+            out = {"error": f"unknown op {op!r}"}
+        stream_out.write(json.dumps(out) + "\n")
+        stream_out.flush()
+    return 0
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--serve"]:
+        return serve()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--list", required=True, help="text file, one image path per line")
     p.add_argument("--out", required=True, help="JSONL file to write (atomically)")

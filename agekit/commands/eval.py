@@ -19,7 +19,8 @@ def register(sub):
                                    "checkpoint's own crop rule, or an exported .onnx model through the predict "
                                    "pipeline (detector, alignment, model) on the dataset's raw images. Writes "
                                    "metrics.json, predictions.csv, report.md and PNG plots.")
-    p.add_argument("checkpoint", help="a .pt checkpoint written by agekit train, or an .onnx model from agekit export")
+    p.add_argument("checkpoint", help="a .pt checkpoint written by agekit train, an .onnx model from agekit export, "
+                                      "or a packaged model's name (default, fast)")
     p.add_argument("--data", help="dataset folder (default: the one the checkpoint was trained on; ONNX: "
                                   "$AGEKIT_DATA/<dataset folder>)")
     p.add_argument("--dataset", help="dataset reader name when evaluating on another dataset (ONNX default: the "
@@ -67,7 +68,10 @@ def parse_shift(text: str | None):
 
 
 def run(args) -> int:
-    if Path(args.checkpoint).suffix.lower() == ".onnx":
+    from agekit.runtime.onnx_model import PACKAGED_MODELS
+
+    packaged = args.checkpoint in PACKAGED_MODELS and not Path(args.checkpoint).exists()
+    if packaged or Path(args.checkpoint).suffix.lower() == ".onnx":
         return run_onnx(args)
     given = [f"--{name}" for name in ONNX_ONLY if getattr(args, name) not in (None, False)]
     if given:

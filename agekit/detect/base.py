@@ -27,6 +27,10 @@ DEFAULT_DETECTOR = "centerface"
 
 # Angles `detect_with_rotation` also searches, in this order, when the upright image shows no upright face.
 RETRY_ROTATIONS = (90, -90, 180)
+# The turned copies are made from the photo reduced to at most this many pixels on its longer side (the size
+# the default detector searched every image at before its coarse-to-fine search): turning and searching a
+# 48 MP photo three more times at full size cost seconds.
+RETRY_SIDE = 1280
 
 
 @dataclass
@@ -97,6 +101,9 @@ class Detector:
 
     name = "base"
     default_threshold = 0.5
+    # The longest side the backend looks at (None: any): an image larger than this can be reduced to it before
+    # `detect` at no loss, which `detect_with_rotation` does once for all its passes.
+    work_side: int | None = None
 
     def __init__(self, threshold: float | None = None, min_face: float = 0, max_faces: int | None = None):
         self.threshold = self.default_threshold if threshold is None else float(threshold)
@@ -109,14 +116,22 @@ class Detector:
 
     def detect(self, image) -> list[Face]:
         """Faces in an RGB uint8 image (H, W, 3) (grayscale is accepted), best score first."""
-        image = as_rgb(image)
-        faces = [f for f in self._detect(image) if f.score >= self.threshold and f.size >= self.min_face]
+        return self._select(self._detect(as_rgb(image)))
+
+    def _select(self, faces: list[Face], scale: float = 1.0) -> list[Face]:
+        """The options applied to candidates found in an image shown at `scale` times the caller's size."""
+        faces = [f for f in faces if f.score >= self.threshold and f.size >= self.min_face * scale]
         faces.sort(key=lambda f: f.score, reverse=True)
         return faces[: self.max_faces] if self.max_faces else faces
 
     def _detect(self, image: np.ndarray) -> list[Face]:  # pragma: no cover - abstract
         """All candidate faces of a validated RGB image; may include some below `self.threshold`."""
         raise NotImplementedError
+
+    def _detect_quick(self, image: np.ndarray) -> list[Face]:
+        """`_detect` for the turned copies of `detect_with_rotation`: a backend whose search is costly where
+        it finds nothing (CenterFace's coarse-to-fine search) may look less hard there. Default: `_detect`."""
+        return self._detect(image)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(threshold={self.threshold}, min_face={self.min_face}, max_faces={self.max_faces})"
@@ -191,6 +206,26 @@ def unrotate_face(face: Face, rotation: int, width: int, height: int) -> Face:
     return Face(box=box, landmarks=_unrotate_points(face.landmarks, rotation, width, height), score=face.score)
 
 
+def shrink(image: np.ndarray, side: int | None) -> tuple[np.ndarray, float]:
+    """(the image reduced so that its longer side is at most `side`, the factor); (image, 1.0) when it is
+    not larger or side is None/0. INTER_AREA, as the detectors reduce images."""
+    import cv2
+
+    h, w = image.shape[:2]
+    if not side or max(h, w) <= side:
+        return image, 1.0
+    scale = side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
+
+
+def _search(detector, image: np.ndarray, scale: float, quick: bool = False) -> list[Face]:
+    """detector.detect on a copy reduced by `scale`, its min_face still counted in the caller's pixels."""
+    if isinstance(detector, Detector):
+        return detector._select(detector._detect_quick(image) if quick else detector._detect(image), scale)
+    return detector.detect(image)
+
+
 def face_roll(face: Face) -> float:
     """In-plane rotation of a face estimated from its landmarks, in degrees: 0 upright, +90 when the top of
     the head points to image-right (face turned clockwise), -90 to image-left, +-180 upside down."""
@@ -205,7 +240,7 @@ def _upright_evidence(faces: list[Face], max_roll: float | None) -> float:
 
 
 def detect_with_rotation(detector: Detector, image, rotations=RETRY_ROTATIONS,
-                         max_roll: float | None = 45.0) -> tuple[list[Face], int]:
+                         max_roll: float | None = 45.0, retry_side: int | None = RETRY_SIDE) -> tuple[list[Face], int]:
     """Detect faces, retrying on the image turned by 90, -90 and 180 degrees when it looks turned.
 
     The upright image is used as is when its best face looks upright (|face_roll| <= `max_roll`, from the
@@ -223,14 +258,22 @@ def detect_with_rotation(detector: Detector, image, rotations=RETRY_ROTATIONS,
     Landmarks keep the order of the face seen upright (in the turned image), so
     `crop_face(image, spec, landmarks=f.landmarks)` on the original image gives an upright crop;
     "image-left eye" then means left in that upright view.
+
+    Sizes: the image is reduced once to the detector's `work_side` (when it has one: the largest it looks at
+    anyway), and the turned copies are made from a copy at most `retry_side` px on its longer side (None:
+    no limit), never from the full-size photo. The turned copies are searched with the detector's quick
+    search (`Detector._detect_quick`; CenterFace: its coarse-to-fine search without the search of the whole
+    image at finer levels where a level found nothing at all).
     """
     image = as_rgb(image)
     height, width = image.shape[:2]
-    found = {0: detector.detect(image)}
+    work, scale = shrink(image, getattr(detector, "work_side", None))
+    found = {0: _search(detector, work, scale)}     # each orientation's faces in the searched copy's pixels
     if found[0] and (max_roll is None or abs(face_roll(found[0][0])) <= max_roll):
-        return found[0], 0
+        return _to_original(found[0], 0, work, width, height), 0
+    small, factor = shrink(work, retry_side)
     for rotation in rotations:
-        found[int(rotation)] = detector.detect(rotate_image(image, rotation))
+        found[int(rotation)] = _search(detector, rotate_image(small, rotation), scale * factor, quick=True)
         if max_roll is None and found[int(rotation)]:
             break
     # Evidence is judged in each turned frame, where an upright face has a small roll.
@@ -240,7 +283,21 @@ def detect_with_rotation(detector: Detector, image, rotations=RETRY_ROTATIONS,
         return [], 0
     best = max(scored)
     rotation = best[2] if best[0] > 0 else next(r for r, faces in found.items() if faces)
-    return [unrotate_face(f, rotation, width, height) for f in found[rotation]], rotation
+    return _to_original(found[rotation], rotation, work if rotation == 0 else small, width, height), rotation
+
+
+def _to_original(faces: list[Face], rotation: int, searched: np.ndarray, width: int, height: int) -> list[Face]:
+    """Faces found in `rotate_image(searched, rotation)`, `searched` being the photo (width x height) or a
+    reduced copy of it, in the photo's pixels."""
+    sh, sw = searched.shape[:2]
+    sx, sy = width / sw, height / sh
+    out = []
+    for f in faces:
+        f = unrotate_face(f, rotation, sw, sh)
+        x1, y1, x2, y2 = f.box
+        out.append(f if (sx, sy) == (1.0, 1.0) else
+                   Face((x1 * sx, y1 * sy, x2 * sx, y2 * sy), f.landmarks * [sx, sy], f.score))
+    return out
 
 
 def missing_dependency(backend: str, package: str, exc: Exception,

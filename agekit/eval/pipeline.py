@@ -292,8 +292,9 @@ def evaluate_onnx(model, dataset: str | None = None, root=None, split: str | Non
     from agekit.data.records import AGE_VALID_RANGE, default_root, read_dataset
     from agekit.eval.shift import SHIFTS
     from agekit.runtime import AgeEstimator
+    from agekit.runtime.onnx_model import resolve_model
 
-    model = Path(model).expanduser()
+    model = resolve_model(model)  # a path, or a packaged model's name ("default", "fast")
     if not model.is_file():
         raise AgekitError(f"model file not found: {model}")
     shifts = list(SHIFTS) if shift is True else list(shift or [])

@@ -8,9 +8,11 @@
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from agekit.errors import AgekitError
@@ -49,15 +51,22 @@ def as_image(image) -> np.ndarray:
 
 
 def check_box(box, width: int, height: int) -> tuple[float, float, float, float]:
+    """A user box as 4 floats, clipped to the image (a box reaching past the border keeps its part inside);
+    AgekitError naming the box when it is not 4 finite numbers, is empty, or has (almost) nothing inside the
+    width x height image."""
     try:
-        x1, y1, x2, y2 = (float(v) for v in box)
+        values = [float(v) for v in box]
     except (TypeError, ValueError):
         raise AgekitError(f"a box must be 4 numbers x1,y1,x2,y2, got {box!r}") from None
-    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)) or x2 <= x1 or y2 <= y1:
+    if len(values) != 4:
+        raise AgekitError(f"a box must be 4 numbers x1,y1,x2,y2, got {box!r}")
+    x1, y1, x2, y2 = values
+    if not all(math.isfinite(v) for v in values) or x2 <= x1 or y2 <= y1:
         raise AgekitError(f"box {box!r} is empty (need x1 < x2 and y1 < y2)")
-    if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
+    cx1, cy1, cx2, cy2 = max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height))
+    if cx2 - cx1 < 1 or cy2 - cy1 < 1:
         raise AgekitError(f"box {box!r} lies outside the {width}x{height} image")
-    return x1, y1, x2, y2
+    return cx1, cy1, cx2, cy2
 
 
 class AgeEstimator:
@@ -68,8 +77,12 @@ class AgeEstimator:
         as recorded in the model, else agekit.detect.DEFAULT_DETECTOR) or a ready agekit.detect.Detector
         (e.g. create_detector("yunet", model_path=...)); threshold, min_face (pixels),
         max_faces: detector options; detector_options: backend-specific ones (e.g. {"max_side": 640} for
-        CenterFace, {"model_path": ...} for YuNet). level: interval level (0 < level < 1). threads:
-        onnxruntime threads for the model and the detector (None: $OMP_NUM_THREADS or onnxruntime's default).
+        CenterFace: one search at that size instead of its coarse-to-fine search; {"model_path": ...} for
+        YuNet). level: interval level (0 < level < 1). threads: onnxruntime threads for the model and the
+        detector (None: $OMP_NUM_THREADS, else the physical cores, at most 4: see
+        agekit.runtime.onnx_model.default_threads).
+    An estimator may be shared by threads: the detector and the face bank are created once, under a lock.
+    User boxes (`boxes=`) are clipped to the image; a box with nothing inside it is an AgekitError naming it.
     personalizer: the face NP bank used when a context is given (a .npz from `agekit np-bank`, or an
         agekit.np.faces.Personalizer; None: MODEL.np.npz beside the model, loaded on first use).
     """
@@ -97,21 +110,27 @@ class AgeEstimator:
             self._detector_opts["threads"] = threads
         self.batch_size = int(batch_size)
         self._personalizer_arg, self._personalizer = personalizer, None
+        self._lock = threading.Lock()  # the detector and the face bank are made once, also under threads
 
     # ---- detection -------------------------------------------------------------------------------
     @property
     def detector(self):
         """The face detector, created on first use (predicting on crops or boxes does not need it)."""
         if self._detector is None:
-            from agekit.detect import create_detector
-
-            opts = dict(self._detector_opts)
-            try:
-                self._detector = create_detector(self.detector_name, **opts)
-            except TypeError:  # a backend without a `threads` option
-                opts.pop("threads", None)
-                self._detector = create_detector(self.detector_name, **opts)
+            with self._lock:
+                if self._detector is None:  # another thread may have made it while this one waited
+                    self._detector = self._make_detector()
         return self._detector
+
+    def _make_detector(self):
+        from agekit.detect import create_detector
+
+        opts = dict(self._detector_opts)
+        try:
+            return create_detector(self.detector_name, **opts)
+        except TypeError:  # a backend without a `threads` option
+            opts.pop("threads", None)
+            return create_detector(self.detector_name, **opts)
 
     def _faces(self, image: np.ndarray, boxes=None) -> list[_Face]:
         specs = self.model.views
@@ -126,9 +145,13 @@ class AgeEstimator:
                                    quality_flags(crops[0], mag)))
         else:
             h, w = image.shape[:2]
-            for box in boxes:
-                box = check_box(box, w, h)
-                crops, mag = face_crops(image, specs, box=box)
+            checked = [check_box(box, w, h) for box in boxes]  # every box checked before any is cropped
+            for given, box in zip(boxes, checked):
+                try:
+                    crops, mag = face_crops(image, specs, box=box)
+                except cv2.error as exc:  # not expected for a checked box; still one clear line
+                    raise AgekitError(f"box {given!r}: cannot crop it from the {w}x{h} image "
+                                      f"({str(exc).strip().splitlines()[-1][:120]})") from None
                 found.append(_Face(crops, box, None, None, 0, "box", quality_flags(crops[0], mag)))
         return found
 
@@ -168,9 +191,11 @@ class AgeEstimator:
     def personalizer(self):
         """The face NP bank's Personalizer, loaded on first use."""
         if self._personalizer is None:
-            from agekit.np.personal import load_personalizer
+            with self._lock:
+                if self._personalizer is None:
+                    from agekit.np.personal import load_personalizer
 
-            self._personalizer = load_personalizer(self._personalizer_arg, self.model)
+                    self._personalizer = load_personalizer(self._personalizer_arg, self.model)
         return self._personalizer
 
     def context(self, context):
