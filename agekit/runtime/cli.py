@@ -46,8 +46,9 @@ def add_common_arguments(p) -> None:
     p.add_argument("--detector-model", metavar="PATH",
                    help="the face detector's model file (yunet: a face_detection_yunet*.onnx from the OpenCV Zoo)")
     p.add_argument("--detect-size", type=int, metavar="PX",
-                   help="shrink photos whose longer side exceeds PX before detection (CenterFace default 1280); "
-                        "320 is about 4x faster on a 640x480 photo but misses faces smaller than about 40 px")
+                   help="search each photo once, shrunk to at most PX pixels on its longer side, instead of the "
+                        "default coarse-to-fine search; 1280 is the search of earlier versions, 320 is fastest but "
+                        "misses faces smaller than about 40 px")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--no-detect", action="store_true",
                        help="each image is one pre-cropped face (the whole image is the face's box)")
@@ -55,7 +56,8 @@ def add_common_arguments(p) -> None:
                        help="face boxes instead of detection: numbers (';' between boxes) for every image, or a "
                             "JSON/CSV file (see docs/predict.md)")
     p.add_argument("--level", type=float, default=0.9, help="interval level, 0 < level < 1 (default 0.9)")
-    p.add_argument("--threads", type=int, help="CPU threads for onnxruntime (default: $OMP_NUM_THREADS or all)")
+    p.add_argument("--threads", type=int, help="CPU threads for onnxruntime (default: $OMP_NUM_THREADS, else the idle "
+                                               "physical cores, at most 4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar for folders")
 
 
