@@ -181,3 +181,41 @@ def test_detect_size_shrinks_the_photo_before_detection(tiny, photos, capsys):
     assert code == full_code == 0 and len(small) == len(full) == 2
     for a, b in zip(sorted(small, key=lambda f: f["box"][0]), sorted(full, key=lambda f: f["box"][0])):
         assert np.abs(np.array(a["box"]) - np.array(b["box"])).max() < 0.1 * (b["box"][2] - b["box"][0])
+
+
+def test_folder_is_scored_in_chunks_and_a_bad_file_keeps_its_own_row(tmp_path, capsys, monkeypatch):
+    """`agekit predict FOLDER` reads each file alone but scores a chunk's faces in one model call; when that
+    call fails on one file, each file is scored alone, so only that file gets an error row and the others
+    keep results equal to one-file runs."""
+    from pathlib import Path
+
+    from agekit.runtime import AgeEstimator
+
+    photo = Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg"
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.jpg", "c.jpg"):
+        (folder / name).write_bytes(photo.read_bytes())
+    image = Image.open(photo)
+    odd_width = image.width // 2
+    image.resize((odd_width, image.height // 2)).save(folder / "b.jpg")
+    calls = []
+    real_batch, real_faces = AgeEstimator.predict_batch, AgeEstimator._faces
+    monkeypatch.setattr(AgeEstimator, "predict_batch",
+                        lambda self, images, **kw: calls.append(len(images)) or real_batch(self, images, **kw))
+    code, out, _ = run(capsys, "predict", str(folder), "--output", "jsonl", "--threads", "1", "--no-progress")
+    rows = {Path(r["file"]).name: r for r in map(json.loads, out.splitlines())}
+    assert code == 0 and calls == [3] and all(rows[n]["ok"] for n in rows)
+    alone = AgeEstimator(threads=1).predict(str(photo))[0].age
+    assert abs(rows["a.jpg"]["faces"][0]["age"] - alone) < 1e-3 and abs(rows["c.jpg"]["faces"][0]["age"] - alone) < 1e-3
+
+    def failing_on_b(self, image, boxes=None):  # a fault inside the model stage, for one file only
+        if image.shape[1] == odd_width:
+            raise AgekitError("this file breaks the model stage")
+        return real_faces(self, image, boxes)
+
+    monkeypatch.setattr(AgeEstimator, "_faces", failing_on_b)
+    code, out, _ = run(capsys, "predict", str(folder), "--output", "jsonl", "--threads", "1", "--no-progress")
+    rows = {Path(r["file"]).name: r for r in map(json.loads, out.splitlines())}
+    assert code == 1 and calls == [3, 3] and rows["a.jpg"]["ok"] and rows["c.jpg"]["ok"]
+    assert rows["b.jpg"]["error"] == "this file breaks the model stage"

@@ -210,8 +210,8 @@ def personalise(faces, context: Context, personalizer: Personalizer, level: floa
 
 
 class ContextEstimator:
-    """An AgeEstimator with a context bound (what `agekit predict --context-dir` uses): predict and
-    predict_crops personalise every face with the same context, embedded once. `report(line)` receives the
+    """An AgeEstimator with a context bound (what `agekit predict --context-dir` uses): predict,
+    predict_batch and predict_crops personalise every face with the same context, embedded once. `report(line)` receives the
     context's notes once, with the first faces."""
 
     def __init__(self, estimator, context, report=None):
@@ -232,6 +232,11 @@ class ContextEstimator:
 
     def predict_crops(self, crops, aligned: bool = True):
         return self._notes(self.estimator.predict_crops(crops, aligned=aligned, context=self.context))
+
+    def predict_batch(self, images, boxes=None):
+        results = self.estimator.predict_batch(images, boxes=boxes, context=self.context)
+        self._notes(next((faces for faces in results if faces), []))
+        return results
 
     def __getattr__(self, name):
         return getattr(self.estimator, name)
