@@ -25,7 +25,7 @@ from agekit.errors import AgekitError, ImageError
 from agekit.io import load_image, write_json_atomic
 
 log = logging.getLogger(__name__)
-DETECTIONS_VERSION = 1
+DETECTIONS_VERSION = 2  # 2: the coarse-to-fine CenterFace search (its landmarks differ slightly from the single search)
 LANDMARK_SOURCES = ("dataset", "detect")
 
 
