@@ -76,3 +76,15 @@ def test_load_splits_joins_train_and_val_of_two_datasets(tmp_path):
     assert both["train"].views[0].shape[0] == len(both["train"].records) == len(both["train"].ages)
     assert [r.key for r in both["val"].records] == [r.key for r in alone["val"].records]  # FG-NET gave no val
     assert (run / "split.csv").is_file() and (run / "split-fgnet.csv").is_file()
+
+
+def test_extra_dataset_without_split_gets_a_random_one_and_an_empty_one_is_an_error(tmp_path):
+    cfg = load_config(overrides=["data.extra_datasets=[{dataset: fgnet}]"])
+    assert extra_dataset_config(cfg, cfg["data"]["extra_datasets"][0], 0)["data"]["split"] == {"kind": "random"}
+    utk, fg = make_utkface(tmp_path), make_fgnet(tmp_path)
+    cfg = load_config(overrides=[
+        f"data.root={utk}", "data.split.kind=random", "data.split.val_fraction=0.5", "data.split.test_fraction=0.0",
+        f"data.extra_datasets=[{{dataset: fgnet, root: '{fg}', split: {{kind: random, val_fraction: 0.0, "
+        f"test_fraction: 1.0}}}}]", "data.crop.size=32", f"data.cache_dir={tmp_path / 'cache'}"])
+    with pytest.raises(AgekitError, match=r"extra_datasets\[0\] \(fgnet\).*leaves no training images"):
+        load_splits(cfg, ("train", "val"), progress=False)

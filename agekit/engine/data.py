@@ -67,14 +67,18 @@ def load_splits(cfg: dict, splits=("train", "val"), run_dir=None, progress=True)
     """
     out = _load_one(cfg, splits, run_dir, progress)
     # .get: configs stored in checkpoints of earlier versions lack these keys
-    for i, extra in enumerate(cfg["data"].get("extra_datasets") or []):
+    extras = cfg["data"].get("extra_datasets") or []
+    wanted = [s for s in splits if s in ("train", "val")]
+    names = [e.get("dataset") if isinstance(e, dict) else None for e in extras]
+    for i, extra in enumerate(extras if wanted else []):
         sub = extra_dataset_config(cfg, extra, i)
-        wanted = [s for s in splits if s in ("train", "val")]
-        if not wanted:
-            continue
+        name = sub["data"]["dataset"]
+        split_name = f"split-{name}.csv" if names.count(name) == 1 else f"split-{name}-{i}.csv"
         # an extra dataset may give only training images (all its people in train): no val then
-        more = _load_one(sub, wanted, run_dir, progress, split_name=f"split-{sub['data']['dataset']}.csv",
-                         allow_empty=True)
+        more = _load_one(sub, wanted, run_dir, progress, split_name=split_name, allow_empty=True)
+        if "train" in wanted and "train" not in more:
+            raise AgekitError(f"data.extra_datasets[{i}] ({name}): its split {sub['data']['split']} leaves no "
+                              "training images")
         for split in wanted:
             part = more.get(split)
             if part is None:
@@ -104,8 +108,11 @@ def extra_dataset_config(cfg: dict, extra, index: int) -> dict:
         raise AgekitError(f"data.extra_datasets[{index}]: unknown key(s) {', '.join(unknown)}; "
                           f"allowed: {', '.join(EXTRA_KEYS)}")
     d = dict(cfg["data"])
+    # the extra dataset's own split rule (the main one's split file would name none of its images);
+    # without one, a seeded random split
+    split = dict(extra.get("split") or {"kind": "random"})
     d.update(dataset=extra["dataset"], root=extra.get("root"), options=dict(extra.get("options") or {}),
-             extra_datasets=[], split={**cfg["data"]["split"], **(extra.get("split") or {})})
+             extra_datasets=[], split=split)
     return {**cfg, "data": d}
 
 

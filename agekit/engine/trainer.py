@@ -51,11 +51,13 @@ def relative_lr_groups(model, t: dict) -> list[dict]:
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        scale = float(p.detach().abs().mean()) if name.startswith(("backbone.", "extra_backbones.")) else 0.0
-        if scale > 0:
-            groups.append({"params": [p], "lr": rho * scale})
+        if name.startswith(("backbone.", "extra_backbones.")):
+            # one group per backbone tensor, decided by name only, so a resumed run has the same groups
+            scale = float(p.detach().abs().mean())
+            groups.append({"params": [p], "lr": rho * scale if scale > 0 else t["lr"]})
         else:
             plain.append(p)
+    # the heads' group last: the trainer logs param_groups[-1]["lr"], i.e. train.lr under the schedule
     return groups + [{"params": plain, "lr": t["lr"]}]
 
 
@@ -155,7 +157,8 @@ class Trainer:
         model = build_model(cfg)
         if t["init_from"]:
             init_from_checkpoint(model, t["init_from"], t["init_head"])
-        if t["bn_calibrate_images"] and not (self.run_dir / "last.pt").is_file():
+        resuming = t["resume"] and (self.run_dir / "last.pt").is_file()
+        if t["bn_calibrate_images"] and not resuming:
             self._calibrate_batchnorm(model, int(t["bn_calibrate_images"]))
         model = model.to(self.device)
         if self.channels_last:
@@ -304,7 +307,7 @@ class Trainer:
             st["bad_validations"] += 1
         self._save("last.pt", full=True, metrics={"val_mae": val_mae, "step": st["step"]})
         if self.main:
-            lr = self.optimizer.param_groups[0]["lr"]
+            lr = self.optimizer.param_groups[-1]["lr"]
             self.csv.write(step=st["step"], epoch=f"{self.epochs_done():.3f}", split="val", mae=f"{val_mae:.4f}",
                            lr=f"{lr:.3g}", elapsed_s=f"{st['train_time_s']:.1f}")
             if self.tb:
@@ -367,7 +370,7 @@ class Trainer:
 
     def _log_train(self, loss: float, mae: float, rate: float):
         st = self.state
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = self.optimizer.param_groups[-1]["lr"]
         self.csv.write(step=st["step"], epoch=f"{self.epochs_done():.3f}", split="train", loss=f"{loss:.4f}",
                        mae=f"{mae:.3f}", lr=f"{lr:.3g}", images_per_s=f"{rate:.1f}",
                        elapsed_s=f"{st['train_time_s']:.1f}")

@@ -128,12 +128,21 @@ def run_records(est, records, thresholds=(), shifts=(), seed: int = 0, progress:
             for rows in runs.values():
                 rows.append({**label, "found": False, "reason": f"unreadable: {exc.reason}"})
             continue
-        clean = score_image(est, image, thresholds)
+        clean = _scored(est, image, thresholds)
         runs["clean"].append({**label, **clean})
         for name in shifts:
             shifted = apply_shift(name, image, seed=image_seed(r.key, seed), face_width=clean.get("face_width"))
-            runs[name].append({**label, **score_image(est, shifted, thresholds)})
+            runs[name].append({**label, **_scored(est, shifted, thresholds)})
     return runs
+
+
+def _scored(est, image, thresholds) -> dict:
+    """score_image, with an error of this one image (e.g. a degenerate face) recorded as a miss row rather
+    than ending the evaluation."""
+    try:
+        return score_image(est, image, thresholds)
+    except (AgekitError, ValueError) as exc:
+        return {"found": False, "reason": f"error: {exc}"}
 
 
 # ------------------------------------------------------------------------------------------ summaries

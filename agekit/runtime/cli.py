@@ -250,7 +250,7 @@ def process_chunk(args, estimator, items, boxes=None, per_face=None, annotated=N
         try:
             batch = estimator.predict_batch([p.loaded.array for p in ready],
                                             boxes=[p.boxes for p in ready] if boxes else None)
-        except (ImageError, AgekitError, ValueError, cv2_error()):
+        except Exception:  # noqa: BLE001 (onnxruntime and OpenCV raise their own types; Ctrl-C still passes)
             batch = None  # score one by one below: the error row goes to the file that raised it
     where = {id(p): i for i, p in enumerate(pending)}
     for k, p in enumerate(ready):
@@ -259,12 +259,6 @@ def process_chunk(args, estimator, items, boxes=None, per_face=None, annotated=N
             args, p, faces if faces is not None else _predict_one(args, estimator, p), per_face,
             annotated[where[id(p)]]))
     return [p.res for p in pending]
-
-
-def cv2_error():
-    import cv2
-
-    return cv2.error
 
 
 def process_one(args, estimator, item, boxes=None, per_face=None, annotated: Path | None = None) -> FileResult:
