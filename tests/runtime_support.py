@@ -31,13 +31,14 @@ def tiny_model(base: Path) -> dict:
     return paths
 
 
-def png_claiming_size(path: Path, width: int, height: int) -> Path:
+def png_claiming_size(path: Path, width: int, height: int, bit_depth: int = 8, colour_type: int = 2) -> Path:
     """A PNG whose header declares width x height pixels with almost no data: a decompression bomb's
-    signature (agekit refuses it from the header, before decoding)."""
+    signature (agekit refuses it from the header, before decoding). Default 8-bit RGB; bit_depth=1,
+    colour_type=0 is a 1-bit grayscale one (1 byte a pixel once decoded)."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
 
-    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([bit_depth, colour_type, 0, 0, 0])
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
                      + chunk(b"IEND", b""))
     return path

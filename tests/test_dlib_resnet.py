@@ -15,11 +15,19 @@ import torch
 
 from agekit.data.preprocess import crop_face
 from agekit.errors import AgekitError
-from agekit.models import backbone_info, create_backbone, list_backbones
-from agekit.models import dlib_resnet
-from agekit.models.dlib_resnet import (DLIB_CHIP_CROP, DLIB_MEAN, DLIB_STD, DlibFaceResNet, _add_prev,
-                                       _DlibStream, calibrate_batchnorm, face_recognition_weights,
-                                       read_dlib_dat, read_dlib_layers)
+from agekit.models import backbone_info, create_backbone, dlib_resnet, list_backbones
+from agekit.models.batchnorm import calibrate_batchnorm
+from agekit.models.dlib_resnet import (
+    DLIB_CHIP_CROP,
+    DLIB_MEAN,
+    DLIB_STD,
+    DlibFaceResNet,
+    _add_prev,
+    _DlibStream,
+    face_recognition_weights,
+    read_dlib_dat,
+    read_dlib_layers,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ASTRONAUT = ROOT / "examples" / "astronaut.jpg"

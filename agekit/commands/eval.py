@@ -68,10 +68,9 @@ def parse_shift(text: str | None):
 
 
 def run(args) -> int:
-    from agekit.runtime.onnx_model import PACKAGED_MODELS
+    from agekit.runtime.onnx_model import is_packaged_name
 
-    packaged = args.checkpoint in PACKAGED_MODELS and not Path(args.checkpoint).exists()
-    if packaged or Path(args.checkpoint).suffix.lower() == ".onnx":
+    if is_packaged_name(args.checkpoint) or Path(args.checkpoint).suffix.lower() == ".onnx":
         return run_onnx(args)
     given = [f"--{name}" for name in ONNX_ONLY if getattr(args, name) not in (None, False)]
     if given:

@@ -182,8 +182,8 @@ class Trainer:
     def _calibrate_batchnorm(self, model, n: int) -> None:
         """Converted weights that stored only BN's folded affine (dlib's) get the running statistics of
         real training crops, unchanged in eval mode, so that batch statistics start near the pretrained
-        function (see agekit.models.dlib_resnet.calibrate_batchnorm)."""
-        from agekit.models.dlib_resnet import calibrate_batchnorm
+        function (see agekit.models.batchnorm)."""
+        from agekit.models.batchnorm import calibrate_batchnorm
 
         views = self.train_data.views
         if views is None:

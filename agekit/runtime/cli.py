@@ -201,10 +201,11 @@ def _guarded(args, res: FileResult, work) -> FileResult:
 
 
 class _Pending:
-    """One input read and ready for the model: its result row, decoded image and boxes (None: detect)."""
+    """One input on its way through a chunk: its result row, decoded image, boxes (None: detect) and
+    where its annotated copy goes (None: nowhere)."""
 
-    def __init__(self, item):
-        self.item, self.res = item, FileResult(item.name, error=item.error)
+    def __init__(self, item, annotated=None):
+        self.item, self.res, self.annotated = item, FileResult(item.name, error=item.error), annotated
         self.loaded = self.boxes = None
 
 
@@ -217,10 +218,10 @@ def _read(args, pending: _Pending, boxes) -> None:
         pending.boxes = _scaled_boxes(file_boxes, pending.loaded)
 
 
-def _finish(args, pending: _Pending, faces, per_face, annotated) -> None:
+def _finish(pending: _Pending, faces, per_face) -> None:
     from agekit.runtime.annotate import label, save_annotated
 
-    res, loaded = pending.res, pending.loaded
+    res, loaded, annotated = pending.res, pending.loaded, pending.annotated
     if not faces:
         raise AgekitError("no face found")
     res.extra = [per_face(f) if per_face else {} for f in faces]
@@ -241,10 +242,11 @@ def process_chunk(args, estimator, items, boxes=None, per_face=None, annotated=N
     """Inputs' results, in order. Each input is read on its own (a bad file is its own error row), then the
     faces of all readable inputs are scored in one model call; if that call fails, each input is scored
     alone, so the failure is pinned on the file that caused it."""
-    annotated = annotated or [None] * len(items)
-    pending = [_Pending(item) for item in items]
-    ready = [p for p in pending if not p.res.error
-             and _guarded(args, p.res, lambda p=p: _read(args, p, boxes)).ok]
+    pending = [_Pending(item, dest) for item, dest in zip(items, annotated or [None] * len(items))]
+    ready = []
+    for p in pending:
+        if not p.res.error and _guarded(args, p.res, lambda p=p: _read(args, p, boxes)).ok:
+            ready.append(p)
     batch = None
     if len(ready) > 1 and not args.no_detect:
         try:
@@ -252,28 +254,11 @@ def process_chunk(args, estimator, items, boxes=None, per_face=None, annotated=N
                                             boxes=[p.boxes for p in ready] if boxes else None)
         except Exception:  # noqa: BLE001 (onnxruntime and OpenCV raise their own types; Ctrl-C still passes)
             batch = None  # score one by one below: the error row goes to the file that raised it
-    where = {id(p): i for i, p in enumerate(pending)}
     for k, p in enumerate(ready):
         faces = batch[k] if batch is not None else None
         _guarded(args, p.res, lambda p=p, faces=faces: _finish(
-            args, p, faces if faces is not None else _predict_one(args, estimator, p), per_face,
-            annotated[where[id(p)]]))
+            p, faces if faces is not None else _predict_one(args, estimator, p), per_face))
     return [p.res for p in pending]
-
-
-def process_one(args, estimator, item, boxes=None, per_face=None, annotated: Path | None = None) -> FileResult:
-    """One input: its faces, or an error row. Nothing but a KeyboardInterrupt-like exception escapes."""
-    return process_chunk(args, estimator, [item], boxes, per_face, [annotated])[0]
-
-
-def process(args, estimator, inputs, per_face=None) -> list[FileResult]:
-    """Every input's result in a list (for callers that want them in memory; the CLI streams instead)."""
-    from agekit.runtime.inputs import Boxes
-
-    items = inputs.items if hasattr(inputs, "items") else inputs[0]
-    boxes = Boxes(args.boxes) if args.boxes else None
-    return [r for start in range(0, len(items), CHUNK_FILES)
-            for r in process_chunk(args, estimator, items[start:start + CHUNK_FILES], boxes, per_face)]
 
 
 # ---- output ------------------------------------------------------------------------------------------

@@ -29,13 +29,18 @@ def default_model_path(name: str = "default") -> Path:
     return Path(__file__).resolve().parents[1] / "weights" / PACKAGED_MODELS[name]
 
 
+def is_packaged_name(model) -> bool:
+    """True for a packaged model's name ("default", "fast") that is not also a file in the working folder
+    (a user's file of that name wins)."""
+    return isinstance(model, str) and model in PACKAGED_MODELS and not Path(model).exists()
+
+
 def resolve_model(model) -> Path:
-    """A model argument as a path: None or a packaged name ("default", "fast") -> its packaged file; a
-    path (str or Path) as given. A packaged name wins over a file of that name in the working folder only
-    when no such file exists."""
+    """A model argument as a path: None or a packaged name -> its packaged file; a path (str or Path) as
+    given."""
     if model is None:
         return default_model_path()
-    if isinstance(model, str) and model in PACKAGED_MODELS and not Path(model).exists():
+    if is_packaged_name(model):
         return default_model_path(model)
     return Path(model).expanduser()
 
@@ -132,7 +137,7 @@ class OnnxAgeModel:
     """
 
     def __init__(self, path=None, threads: int | None = None):
-        packaged = path is None or (isinstance(path, str) and path in PACKAGED_MODELS)
+        packaged = path is None or is_packaged_name(path)
         path = resolve_model(path)
         if packaged and not path.is_file():
             raise AgekitError(f"the packaged model is missing ({path}); pass a model file with "
