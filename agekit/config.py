@@ -1,4 +1,5 @@
-"""Run configuration: defaults, YAML files, `key.sub=value` overrides, validation.
+"""Run configuration: defaults, YAML files (a path or a packaged config's name), `key.sub=value` overrides,
+validation.
 
 Unknown keys are errors (a typo must not silently fall back to a default); the free-form mappings
 `method.params` and `data.options` take any keys because each method or reader defines its own.
@@ -6,6 +7,7 @@ Unknown keys are errors (a typo must not silently fall back to a default); the f
 from __future__ import annotations
 
 import copy
+from importlib import resources
 from pathlib import Path
 
 import yaml
@@ -120,7 +122,7 @@ def parse_override(text: str) -> dict:
     except yaml.YAMLError:
         value = raw
     if isinstance(value, str):
-        value = _yaml_number(value)
+        value = yaml_number(value)
     out: dict = value
     for part in reversed(key.strip().split(".")):
         if not part:
@@ -129,12 +131,31 @@ def parse_override(text: str) -> dict:
     return out
 
 
-def _yaml_number(value: str):
+def yaml_number(value: str):
     # YAML 1.1 reads '1e-3' as a string; users mean a number.
     try:
         return float(value) if any(c in value for c in "eE.") else value
     except ValueError:
         return value
+
+
+def packaged_configs() -> dict[str, Path]:
+    """The configs shipped in agekit/configs: {name: path}."""
+    folder = resources.files("agekit") / "configs"
+    return {p.name[:-5]: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def resolve_config_path(name: str) -> Path:
+    """A config file path, or the name of a packaged config (`agekit train --list-configs`)."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise AgekitError(f"config file not found: {path}")
+        return path
+    configs = packaged_configs()
+    if name not in configs:
+        raise AgekitError(f"no config file or packaged config named '{name}'; packaged: {', '.join(sorted(configs))}")
+    return configs[name]
 
 
 def load_config(path=None, overrides=()) -> dict:
@@ -162,7 +183,7 @@ def _numbers(obj):
         return {k: _numbers(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [_numbers(v) for v in obj]
-    return _yaml_number(obj) if isinstance(obj, str) else obj
+    return yaml_number(obj) if isinstance(obj, str) else obj
 
 
 def validate(cfg: dict) -> None:

@@ -39,6 +39,7 @@ from pathlib import Path  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from agekit import machine  # noqa: E402
 from agekit.data.readers import read_pts  # noqa: E402
 from agekit.detect import Detector, create_detector, detect_with_rotation  # noqa: E402
 from agekit.detect.base import rotate_image  # noqa: E402
@@ -74,16 +75,6 @@ NOT_MEASURED = {
                  "opencv-python-headless); 1.x drops the bundled face-detection model (Tasks API needs a "
                  "downloaded .tflite) and still pulls opencv-contrib-python; BlazeFace also has no mouth corners",
 }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 # ----------------------------------------------------------------------------------------- test scenes
@@ -440,7 +431,7 @@ def main():
         "command": f"OMP_NUM_THREADS=1 python benchmarks/detectors.py --images {args.images} --fgnet {args.fgnet} "
                    f"--time-images {args.time_images} --seed {args.seed}",
         "date": date.today().isoformat(),
-        "machine": f"{cpu_name()}, {os.cpu_count()} cores (shared), {platform.system()}, Python {platform.python_version()}",
+        "machine": f"{machine.cpu_name()}, {os.cpu_count()} cores (shared), {platform.system()}, Python {platform.python_version()}",
         "versions": versions,
         "definitions": {
             "match": f"IoU >= {IOU_MATCH} between detected and ground-truth box, greedy by score, one match each",

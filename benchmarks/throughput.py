@@ -18,9 +18,10 @@ import time
 from datetime import date
 
 from agekit.config import load_config
-from agekit.engine.data import BatchSource, load_splits, view_specs
+from agekit.crop import view_specs
+from agekit.engine.data import BatchSource, load_splits
 from agekit.engine.trainer import train
-from agekit.eval.complexity import cpu_name
+from agekit.machine import cpu_name
 from agekit.io import write_json_atomic
 
 

@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from agekit.cli import main
-from tests_support import synthetic_dataset
+from support.datasets import synthetic_dataset
 
 # Tiny runs on the synthetic CSV dataset (brightness encodes age): the point is the bookkeeping, not the MAE.
 TINY = ["--backbone", "light_cnn64", "--epochs", "1", "--no-progress", "--no-eval-report",
@@ -224,7 +224,7 @@ def test_fgnet_lopo_protocol_on_subjects(finished, tmp_path):
 
 
 def test_lopo_crop_keeps_an_aligned_checkpoints_window():
-    from agekit.bench.runner import lopo_crop
+    from agekit.bench.planning import lopo_crop
 
     base = {"size": 64, "rule": "align", "margin": 0.4, "zoom": 1.0, "shift": 0.0}
     aligned = {"size": 64, "rule": "align", "margin": -0.15, "zoom": 1.0, "shift": 0.14}

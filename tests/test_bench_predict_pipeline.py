@@ -109,7 +109,7 @@ def test_check_targets():
 def test_markdown_table_and_fmt():
     table = pp.markdown_table(["metric", "a|b"], [["MAE", 4.567], ["n", 3], ["x", None], ["ok", True]])
     lines = table.splitlines()
-    assert lines[0] == "| metric | a|b |" and lines[1] == "| --- | --- |"
+    assert lines[0] == "| metric | a\\|b |" and lines[1] == "|---|---|"
     assert lines[2] == "| MAE | 4.57 |" and lines[3] == "| n | 3 |" and lines[4] == "| x | - |"
     assert lines[5] == "| ok | yes |"
     assert pp.fmt(float("nan")) == "-" and pp.fmt(0.91234, 3) == "0.912"

@@ -5,7 +5,7 @@ import numpy as np
 from PIL import Image
 
 from agekit.data.cache import build_or_load, cache_key
-from agekit.data.preprocess import CropSpec
+from agekit.crop import CropSpec
 from agekit.data.records import FaceRecord, read_dataset
 
 

@@ -1,7 +1,6 @@
 import pytest
 
-from agekit.commands.train import packaged_configs
-from agekit.config import DEFAULTS, load_config, parse_override
+from agekit.config import DEFAULTS, load_config, packaged_configs, parse_override
 from agekit.errors import AgekitError
 
 

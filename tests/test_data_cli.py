@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import fixtures as fx
+import support.datasets as fx
 from agekit.cli import main
 from agekit.data.inspect import POOL_MIN_IMAGES, decade_histogram
 

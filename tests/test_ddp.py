@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests_support import synthetic_dataset
+from support.datasets import synthetic_dataset
 
 
 @pytest.mark.slow

@@ -1,80 +1,20 @@
 """Face detection: interface, registry, rotation retry, and the default backend on composed scenes.
 
-Scenes are composed in memory from UTKFace chips (skipped without ../shared/data); nothing is written.
+Scenes are composed in memory from UTKFace chips (tests/support/scenes.py; skipped without ../shared/data).
 Run with OMP_NUM_THREADS=1 like CI; the default detector takes about 0.1 s per 640x480 image there.
 """
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
+from support.scenes import iou, noise_scene, paste
 
 from agekit.detect import (DEFAULT_DETECTOR, Detector, Face, create_detector, detect_with_rotation, face_roll,
                            list_detectors)
 from agekit.detect.base import as_rgb, rotate_image, unrotate_face
 from agekit.errors import AgekitError
-from agekit.io import load_image
-
-DATA = Path(os.environ.get("AGEKIT_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
-# Ground-truth face box inside a 200x200 UTKFace chip, as fractions of its side (benchmarks/detectors.py).
-CHIP_FACE_BOX = (0.06, 0.145, 0.925, 0.995)
-
-
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
-def noise_scene(seed: int = 0, height: int = 480, width: int = 640) -> np.ndarray:
-    """Blurred colour noise: no face-like structure at any scale."""
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    small = rng.uniform(0, 255, (height // 8, width // 8, 3)).astype(np.float32)
-    big = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
-    big = 0.7 * big + 0.3 * rng.uniform(0, 255, (height, width, 3))
-    return np.clip(cv2.GaussianBlur(big, (0, 0), 1.5), 0, 255).astype(np.uint8)
-
-
-def paste(scene: np.ndarray, chip: np.ndarray, x: int, y: int, side: int, quarter_turns: int = 0):
-    """Blend `chip` (resized to side x side, then turned by quarter_turns x 90 degrees counter-clockwise)
-    with its top-left at (x, y), clipped at the image border; return the ground-truth face box."""
-    import cv2
-
-    chip = cv2.resize(chip, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
-    mask = np.zeros((side, side), np.float32)
-    edge = max(2, side // 12)
-    mask[edge:-edge, edge:-edge] = 1.0
-    mask = cv2.GaussianBlur(mask, (0, 0), edge / 2.0)[:, :, None]
-    chip, mask = np.rot90(chip, quarter_turns), np.rot90(mask, quarter_turns)
-    h, w = scene.shape[:2]
-    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + side, w), min(y + side, h)
-    region = scene[y0:y1, x0:x1].astype(np.float32)
-    a = mask[y0 - y:y1 - y, x0 - x:x1 - x]
-    scene[y0:y1, x0:x1] = np.clip(a * chip[y0 - y:y1 - y, x0 - x:x1 - x] + (1 - a) * region + 0.5, 0, 255).astype(np.uint8)
-    fx1, fy1, fx2, fy2 = (v * side for v in CHIP_FACE_BOX)
-    corners = np.array([[fx1, fy1], [fx2, fy2]]) - side / 2.0
-    for _ in range(quarter_turns % 4):   # counter-clockwise quarter turn about the chip centre (y down)
-        corners = np.stack([corners[:, 1], -corners[:, 0]], axis=1)
-    corners += [x + side / 2.0, y + side / 2.0]
-    return (*corners.min(0), *corners.max(0))
-
-
-@pytest.fixture(scope="module")
-def chips() -> list[np.ndarray]:
-    folder = DATA / "UTKFace"
-    if not folder.is_dir():
-        pytest.skip(f"UTKFace not found at {folder} (set AGEKIT_DATA or put shared/data beside the repo)")
-    # Adults 25-40 (mostly frontal), first ones in name order: deterministic for a given copy of the data.
-    names = sorted(p for p in folder.glob("*.jpg") if re.match(r"(2[5-9]|3\d|40)_", p.name))
-    if len(names) < 4:
-        pytest.skip(f"too few UTKFace chips in {folder}")
-    return [load_image(p) for p in names[:4]]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 
 from agekit.config import load_config
 from agekit.data.detected import attach_detections, main_face
-from agekit.data.preprocess import CropSpec, crop_face
+from agekit.crop import CropSpec, crop_face
 from agekit.data.records import read_dataset
 from agekit.detect import Face, create_detector, detect_with_rotation
 from agekit.errors import AgekitError

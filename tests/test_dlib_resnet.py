@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from agekit.data.preprocess import crop_face
+from agekit.crop import crop_face
 from agekit.errors import AgekitError
 from agekit.models import backbone_info, create_backbone, dlib_resnet, list_backbones
 from agekit.models.batchnorm import calibrate_batchnorm

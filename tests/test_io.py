@@ -6,6 +6,8 @@ from PIL import Image
 from agekit.errors import ImageError
 from agekit.io import atomic_path, load_image, write_json_atomic
 
+pytestmark = pytest.mark.torchfree
+
 
 def test_grayscale_cmyk_alpha_16bit_palette(tmp_path):
     Image.new("L", (8, 6), 100).save(tmp_path / "g.png")

@@ -153,7 +153,7 @@ def test_gender_head_switches_on_for_every_method(name):
     L_age + gender.weight * CE(gender) trains both heads and the shared features."""
     import torch.nn.functional as F
 
-    from agekit.engine.model import AgeModel
+    from agekit.models.age_model import AgeModel
 
     class Flat(torch.nn.Module):
         num_features = 8

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from agekit.engine.model import AgeModel
+from agekit.models.age_model import AgeModel
 from agekit.methods import create_method
 from agekit.methods.forest import drf_nll, leaf_fixed_point, routing_log_probs
 from agekit.methods.mean_variance import mean_variance_loss
@@ -309,13 +309,9 @@ class _Source:
                 torch.zeros(len(self.ages[start:start + self.batch]), dtype=torch.long)
 
 
-class _Trainer:
-    def __init__(self, model, source):
-        self.model, self.source, self.device = model, source, torch.device("cpu")
-        self.channels_last, self.precision, self.state = False, "fp32", {"epoch": 1}
-
-
 def test_drf_epoch_end_refits_leaves_from_training_batches():
+    from agekit.engine.trainer import collect_outputs
+
     torch.manual_seed(0)
     method = create_method("drf", 12, 0, 100, n_trees=2, depth=3, n_units=8, epoch_end_batches=3)
     model = AgeModel(_FlatBackbone(), method, [0.5] * 3, [0.25] * 3)
@@ -327,7 +323,10 @@ def test_drf_epoch_end_refits_leaves_from_training_batches():
     with torch.no_grad():
         seen = model(x[:24])["age"]  # the 3 batches the refit may use
     nll_before = drf_nll(seen, ages[:24], method.leaf_mean, method.leaf_var)[0].item()
-    method.epoch_end(_Trainer(model, source))
+    outputs, seen_ages = collect_outputs(model, source.batches(1), method.epoch_end_batches, torch.device("cpu"),
+                                         "fp32", False)
+    assert torch.equal(seen_ages, ages[:24])
+    method.epoch_end(outputs, seen_ages)
     assert source.served == 3  # capped at epoch_end_batches
     assert model.training  # mode restored
     nll_after = drf_nll(seen, ages[:24], method.leaf_mean, method.leaf_var)[0].item()
@@ -344,12 +343,12 @@ def test_trainer_calls_epoch_end_once_per_epoch(tmp_path, monkeypatch):
     from agekit.engine.checkpoint import load_model
     from agekit.engine.trainer import train
     from agekit.methods.forest import DRF
-    from tests_support import synthetic_dataset
+    from support.datasets import synthetic_dataset
 
     calls = []
     original = DRF.epoch_end
-    monkeypatch.setattr(DRF, "epoch_end", lambda self, trainer: (calls.append(trainer.state["epoch"]),
-                                                                 original(self, trainer)))
+    monkeypatch.setattr(DRF, "epoch_end", lambda self, outputs, ages: (calls.append(len(ages)),
+                                                                       original(self, outputs, ages)))
     manifest = synthetic_dataset(tmp_path / "data", n=40)
     cfg = load_config(None, [
         "model.backbone=light_cnn64", "data.crop.size=32", "train.progress=false", "train.tensorboard=false",
@@ -358,7 +357,8 @@ def test_trainer_calls_epoch_end_once_per_epoch(tmp_path, monkeypatch):
         "train.batch_size=8", "train.epochs=2", "train.scheduler=none", "method.name=drf",
         f"run_dir={tmp_path / 'run'}"])
     summary = train(cfg, progress=False)
-    assert calls == [1, 2] and summary["epochs_completed"] == 2
+    # once per epoch, each time on the same number of training images
+    assert len(calls) == 2 and calls[0] == calls[1] > 0 and summary["epochs_completed"] == 2
     assert math.isfinite(summary["best_val_mae"])
     # the refitted leaves travel in the checkpoint and come back with the model
     model, payload = load_model(tmp_path / "run" / "last.pt")

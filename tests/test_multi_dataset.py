@@ -7,7 +7,7 @@ from agekit.data.records import FaceRecord
 from agekit.data.splits import hash_unit
 from agekit.engine.data import SplitData, balance_repeats, extra_dataset_config, load_splits, repeat_split
 from agekit.errors import AgekitError
-from tests.fixtures import make_fgnet, make_utkface
+from support.datasets import make_fgnet, make_utkface
 
 
 def _records(ages, races=None):

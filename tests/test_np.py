@@ -1,4 +1,4 @@
-"""Neural processes (agekit.np): shapes and gradients, empty contexts, padding masks, a short training run
+"""Neural processes (agekit.neural_process): shapes and gradients, empty contexts, padding masks, a short training run
 on sine functions (uncertainty shrinks with more context, held-out log-likelihood beats the prior), the
 sampler's reproducibility and the np-demo command's user errors."""
 import math
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from agekit.cli import main
-from agekit.np import MODELS, SineSampler, build_model, evaluate, prior_log_likelihood, train_model
+from agekit.neural_process import MODELS, SineSampler, build_model, evaluate, prior_log_likelihood, train_model
 
 SMALL = {"d_hidden": 32, "d_latent": 32, "n_heads": 4, "n_self_attention": 1}
 TRAIN_ITERS = 300

@@ -1,6 +1,7 @@
-"""The multi-task face NP (agekit.np.faces, faces_train): hand-computed pieces, closed forms, leave-self-out,
-training on a synthetic multi-subject problem where personalisation must help, the .npz format (numpy-only
-inference), and the Personalizer's fallbacks and bad inputs."""
+"""The multi-task face NP (agekit.runtime.face_np, agekit.runtime.personal, agekit.personalise.fit):
+hand-computed pieces, closed forms, leave-self-out, training on a synthetic multi-subject problem where
+personalisation must help, the .npz format (numpy-only inference), and the Personalizer's fallbacks and bad
+inputs."""
 import math
 import subprocess
 import sys
@@ -10,9 +11,10 @@ import numpy as np
 import pytest
 
 from agekit.errors import AgekitError
-from agekit.np.faces import (ContextWarning, FaceNP, Personalizer, bayes_linear_fit, bayes_linear_predict,
-                             ridge_fit, similarity_weights, softmax, subject_embeddings)
-from agekit.np.faces_train import FitConfig, fit_face_np, train_similarity
+from agekit.personalise.fit import (FitConfig, fit_face_np, ridge_fit, similarity_weights, subject_embeddings,
+                                    train_similarity)
+from agekit.runtime.face_np import FaceNP, bayes_linear_fit, bayes_linear_predict, softmax
+from agekit.runtime.personal import ContextWarning, Personalizer
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -213,7 +215,7 @@ def test_npz_round_trip_and_numpy_only_inference(synth, tmp_path):
     assert path.stat().st_size < 200_000
     np.save(tmp_path / "x.npy", X[:5])
     code = ("import sys, numpy as np\n"
-            "from agekit.np.faces import Personalizer\n"
+            "from agekit.runtime.personal import Personalizer\n"
             f"p = Personalizer(r'{path}')\n"
             f"out = p.predict(np.load(r'{tmp_path / 'x.npy'}'))\n"
             "assert out.ages.shape == (5,) and not out.personalised\n"

@@ -21,7 +21,7 @@ def encoder(tmp_path_factory):
 
     from agekit.config import load_config
     from agekit.engine.checkpoint import save_checkpoint
-    from agekit.engine.model import build_model
+    from agekit.models.age_model import build_model
 
     torch.manual_seed(0)
     cfg = load_config(None, ["model.backbone=light_cnn64", "data.crop.size=32", "data.crop.rule=align",
@@ -32,7 +32,7 @@ def encoder(tmp_path_factory):
 
 
 def test_fgnet_features_from_a_checkpoint(fgnet_root, encoder, tmp_path):
-    from agekit.np.faces_data import fgnet_features
+    from agekit.personalise.features import fgnet_features
 
     ff = fgnet_features(encoder, fgnet_root, subjects=SUBJECTS[:3], cache_dir=tmp_path)
     assert ff.features.shape == (len(ff), 256) and ff.features.dtype == np.float32
@@ -74,8 +74,8 @@ def test_np_faces_and_np_bank_on_a_few_subjects(fgnet_root, encoder, tmp_path, c
     bank = tmp_path / "bank.npz"
     assert main(["np-bank", "--checkpoint", str(encoder), "--data", str(fgnet_root), "--out", str(bank),
                  "--subjects", ",".join(SUBJECTS)]) == 0
-    from agekit.np.faces import ContextWarning, Personalizer
-    from agekit.np.faces_data import fgnet_features
+    from agekit.personalise.features import fgnet_features
+    from agekit.runtime.personal import ContextWarning, Personalizer
 
     p = Personalizer(bank)
     assert list(p.model.subjects) == SUBJECTS

@@ -23,7 +23,7 @@ def setup(fgnet_root, tmp_path_factory):
     """The tiny exported model of tests/runtime_support.py, its bank beside it, and photos of one FG-NET
     subject who is not in the bank."""
     pytest.importorskip("onnxruntime")
-    from runtime_support import tiny_model
+    from support.models import copy_tiny_model as tiny_model
 
     base = tmp_path_factory.mktemp("np_predict")
     paths = tiny_model(base / "model")
@@ -37,7 +37,7 @@ def setup(fgnet_root, tmp_path_factory):
 
 
 def test_bank_is_found_beside_the_model_and_matches_it(setup):
-    from agekit.np.faces import FaceNP
+    from agekit.runtime.face_np import FaceNP
 
     bank = FaceNP.load(setup["bank"])
     assert bank.meta["encoder"]["kind"] == "onnx"

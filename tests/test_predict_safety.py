@@ -26,12 +26,13 @@ from typing import ClassVar
 import numpy as np
 import pytest
 from PIL import Image
-from runtime_support import png_claiming_size
+from support.images import png_claiming_size
 
 import agekit.io
 from agekit.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.torchfree
 
 
 def png(path: Path, seed: int = 0, size=(16, 16)) -> Path:

@@ -13,15 +13,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from support.scenes import iou, noise_scene, paste
 
-from agekit.data.preprocess import TEMPLATE_112, CropSpec, alignment_matrix
+from agekit import onnx_session
+from agekit.crop import TEMPLATE_112, CropSpec, alignment_matrix, face_region
 from agekit.detect import Detector, create_detector, detect_with_rotation, register_detector
 from agekit.detect.base import RETRY_SIDE
 from agekit.errors import AgekitError
 from agekit.io import load_image
 from agekit.runtime import onnx_model
-from agekit.runtime.crops import face_crops, face_region
-from test_detect import chips, iou, noise_scene, paste  # noqa: F401  (chips is a fixture)
+from agekit.runtime.crops import face_crops
 
 ASTRONAUT = Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg"
 
@@ -239,15 +240,15 @@ def test_predict_batch_scores_all_faces_in_one_model_call(chips):
 # ------------------------------------------------------------------------------ threads
 def test_default_threads(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert onnx_model.default_threads() == 3
+    assert onnx_session.default_threads() == 3
     monkeypatch.delenv("OMP_NUM_THREADS")
-    assert 1 <= onnx_model.default_threads() <= min(onnx_model.physical_cores(), onnx_model.MAX_DEFAULT_THREADS)
-    monkeypatch.setattr(onnx_model, "physical_cores", lambda: 8)
-    monkeypatch.setattr(onnx_model, "idle_cpus", lambda: 16)
-    assert onnx_model.default_threads() == onnx_model.MAX_DEFAULT_THREADS      # idle: a few threads
-    monkeypatch.setattr(onnx_model, "idle_cpus", lambda: -1)
-    assert onnx_model.default_threads() == 1                                     # busy machine: one
+    assert 1 <= onnx_session.default_threads() <= min(onnx_session.physical_cores(), onnx_session.MAX_DEFAULT_THREADS)
+    monkeypatch.setattr(onnx_session, "physical_cores", lambda: 8)
+    monkeypatch.setattr(onnx_session, "idle_cpus", lambda: 16)
+    assert onnx_session.default_threads() == onnx_session.MAX_DEFAULT_THREADS      # idle: a few threads
+    monkeypatch.setattr(onnx_session, "idle_cpus", lambda: -1)
+    assert onnx_session.default_threads() == 1                                     # busy machine: one
     if onnx_model.default_model_path().is_file():
-        options = onnx_model.make_session(onnx_model.default_model_path(), None).get_session_options()
+        options = onnx_session.make_session(onnx_model.default_model_path(), None).get_session_options()
         assert options.intra_op_num_threads == 1
         assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import fixtures as fx
+import support.datasets as fx
 from agekit.data.readers import detect_dataset, list_datasets, read_pts
 from agekit.data.records import FEMALE, MALE, read_dataset
 from agekit.errors import AgekitError

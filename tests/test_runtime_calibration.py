@@ -6,6 +6,8 @@ import pytest
 
 from agekit.runtime import calibration as cal
 
+pytestmark = pytest.mark.torchfree
+
 
 def test_scores_are_normalised_by_the_floored_std():
     # |10-12|/2 = 1; |20-20|/max(0.5, 1) = 0; |30-27|/3 = 1; |5-8|/max(0, 1) = 3 (regression: std 0)

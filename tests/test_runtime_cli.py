@@ -6,17 +6,13 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from support.images import png_claiming_size, write_empty, write_text, write_truncated
+from support.scenes import noise_scene, paste
 
 from agekit.cli import main
 from agekit.errors import AgekitError
-from runtime_support import png_claiming_size, tiny_model
-from test_detect import chips, noise_scene, paste  # noqa: F401  (chips is a fixture)
-from fixtures import write_empty, write_text, write_truncated
 
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    return tiny_model(tmp_path_factory.getbasetemp() / "runtime-tiny")
+pytestmark = pytest.mark.torchfree
 
 
 @pytest.fixture(scope="module")

@@ -1,33 +1,42 @@
-"""AgeEstimator on photos the tests compose from UTKFace chips: detection, rotation, boxes, crops, flags."""
+"""AgeEstimator on photos the tests compose from UTKFace chips: detection, rotation, boxes, crops, flags.
+The model is the committed tests/data/tiny-age.onnx (fixture `tiny`): no torch needed."""
 import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from support.scenes import iou, noise_scene, paste
 
-from agekit.data.preprocess import TEMPLATE_112, CropSpec, crop_face
+from agekit.crop import TEMPLATE_112, CropSpec, crop_face
 from agekit.errors import AgekitError, ImageError
 from agekit.runtime import AgeEstimator, FaceResult
 from agekit.runtime import onnx_model as onnx_model_module
 from agekit.runtime.crops import face_crops
-from runtime_support import tiny_model
-from test_detect import chips, iou, noise_scene, paste  # noqa: F401  (chips is a fixture)
 
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    return tiny_model(tmp_path_factory.getbasetemp() / "runtime-tiny")
+pytestmark = pytest.mark.torchfree
 
 
 @pytest.fixture(scope="module")
 def est(tiny):
     try:
         estimator = AgeEstimator(tiny["onnx"], threads=1)
-        estimator.detector  # noqa: B018  (create it now: skip when the detector package is missing)
+        estimator.detector
     except AgekitError as exc:
         pytest.skip(f"default face detector unavailable: {exc}")
     return estimator
+
+
+def test_committed_tiny_model_carries_what_the_runtime_reads(tiny):
+    from agekit.runtime import OnnxAgeModel
+
+    meta = OnnxAgeModel(tiny["onnx"]).meta
+    assert meta["format"] == "agekit-onnx-v1" and meta["backbone"] == "light_cnn64"
+    assert meta["crop"]["rule"] == "align" and meta["crop"]["size"] == 32 and meta["views"] == [meta["crop"]]
+    assert (meta["age_min"], meta["age_max"], meta["gender"], meta["embedding_size"]) == (0, 100, True, 256)
+    c = meta["calibration"]
+    assert c["method"] == "split-conformal" and c["n"] == 14 and c["q"] == c["quantiles"]["0.9"] > 0
+    assert meta["checkpoint"]["steps"] == 2 and meta["quantization"] is None
 
 
 def check_face(face: FaceResult, est):

@@ -1,28 +1,30 @@
-"""agekit export: ONNX graph, metadata, parity with torch on real crops, multi-view models, int8."""
+"""agekit export: ONNX graph, metadata, parity with torch on real crops, multi-view models, int8. Needs torch:
+the tiny run is trained here (fixture `tiny_trained`), and checked against the committed tests/data/tiny-age.onnx."""
 import json
 import re
 
 import numpy as np
 import pytest
 import torch
+from support.models import TINY_ONNX
 
 from agekit.cli import main
 from agekit.config import load_config
-from agekit.data.preprocess import CropSpec, crop_face
+from agekit.crop import CropSpec, crop_face
 from agekit.engine.checkpoint import load_model, save_checkpoint
 from agekit.engine.export import export_checkpoint
 from agekit.engine.inference import predict_images
-from agekit.engine.model import build_model
 from agekit.errors import AgekitError
 from agekit.io import load_image
+from agekit.models.age_model import build_model
 from agekit.runtime import AgeEstimator, OnnxAgeModel
 from agekit.runtime.quantize import quantization_cost
-from runtime_support import tiny_model
 
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    return tiny_model(tmp_path_factory.getbasetemp() / "runtime-tiny")
+def tiny(tiny_trained):
+    """Trained here, not the committed file: these tests compare the ONNX model with its torch checkpoint."""
+    return tiny_trained
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +69,18 @@ def test_metadata_describes_crop_ages_calibration_and_provenance(tiny):
     assert n == 14 and c["coverage"] >= 0.9 and set(c["quantiles"]) == {"0.8", "0.9", "0.95"}
     assert c["quantiles"]["0.95"] is None          # ceil(15 * 0.95) = 15 > 14 faces: too few for 95%
     assert c["q"] == c["quantiles"]["0.9"] > 0     # ceil(15 * 0.9) = 14: the largest score
+
+
+def test_committed_tiny_model_matches_a_fresh_export(tiny):
+    """tests/data/tiny-age.onnx is this run exported: same metadata but for the version and trained numbers.
+    When this fails, the export format changed: python tests/data/make_tiny_model.py remakes the file."""
+    fresh, committed = OnnxAgeModel(tiny["onnx"]).meta, OnnxAgeModel(TINY_ONNX).meta
+    numbers = ("agekit_version", "checkpoint", "calibration")
+    assert {k: v for k, v in committed.items() if k not in numbers} == {
+        k: v for k, v in fresh.items() if k not in numbers}, "remake it: python tests/data/make_tiny_model.py"
+    for key in ("checkpoint", "calibration"):
+        assert set(committed[key]) == set(fresh[key])
+    assert committed["calibration"]["n"] == fresh["calibration"]["n"]
 
 
 def test_multi_view_model_exports_with_one_input_per_view(tmp_path):

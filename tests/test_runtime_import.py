@@ -1,10 +1,11 @@
-"""The runtime needs onnxruntime, OpenCV and numpy only: nothing on the predict path imports torch."""
+"""The runtime needs onnxruntime, OpenCV and numpy only: nothing on the predict path imports torch. The model
+is the committed tests/data/tiny-age.onnx (fixture `tiny`)."""
 import subprocess
 import sys
 
 import pytest
 
-from runtime_support import tiny_model
+pytestmark = pytest.mark.torchfree
 
 NO_TORCH = """
 import sys
@@ -32,11 +33,6 @@ assert "torch" not in sys.modules, "predict imported torch"
 def test_importing_the_runtime_does_not_import_torch():
     proc = subprocess.run([sys.executable, "-c", NO_TORCH], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    return tiny_model(tmp_path_factory.getbasetemp() / "runtime-tiny")
 
 
 def test_predict_runs_without_torch(tiny, tmp_path):

@@ -1,6 +1,6 @@
 """Files from elsewhere cannot make agekit run code or read outside what they name: checkpoints are
 unpickled with torch's restricted unpickler (agekit.engine.checkpoint.load_restricted), and
-`--context-dir`'s ages.csv names only files inside its folder (agekit.np.personal.read_ages_csv)."""
+`--context-dir`'s ages.csv names only files inside its folder (agekit.runtime.context.read_ages_csv)."""
 import os
 import shutil
 from pathlib import Path
@@ -10,7 +10,7 @@ import pytest
 
 from agekit.cli import main
 from agekit.errors import AgekitError
-from agekit.np.personal import read_ages_csv
+from agekit.runtime.context import read_ages_csv
 
 torch = pytest.importorskip("torch")
 
@@ -89,7 +89,7 @@ def test_cli_refuses_a_malicious_checkpoint_in_one_line(tmp_path, capsys):
 
 def test_fine_tuning_and_pretrained_weights_are_refused_too(tmp_path):
     from agekit.config import load_config
-    from agekit.engine.model import build_model
+    from agekit.models.age_model import build_model
     from agekit.engine.trainer import init_from_checkpoint
     from agekit.models.registry import _read_state_dict
 
@@ -115,12 +115,9 @@ def test_a_damaged_file_is_unreadable_not_refused(tmp_path):
 # ---- real checkpoints still load -------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tiny_trained):
     """A real 2-step training run (best.pt: weights only; last.pt: optimiser, scheduler, RNG states)."""
-    from runtime_support import tiny_model
-
-    paths = tiny_model(tmp_path_factory.getbasetemp() / "runtime-tiny")  # shared with tests/test_runtime_*
-    return paths["checkpoint"].parent
+    return tiny_trained["checkpoint"].parent  # shared with tests/test_runtime_export.py
 
 
 def test_agekit_checkpoints_load_for_eval_export_and_fine_tuning(run):

@@ -9,7 +9,7 @@ import torch
 from agekit.config import load_config
 from agekit.engine.checkpoint import load_model, read_checkpoint
 from agekit.engine.trainer import Trainer, train
-from tests_support import synthetic_dataset
+from support.datasets import synthetic_dataset
 
 TINY = ["model.backbone=light_cnn64", "data.crop.size=32", "train.progress=false", "train.tensorboard=false",
         "train.precision=fp32", "augment.enabled=true", "train.num_threads=1"]
@@ -124,7 +124,7 @@ def test_eval_command_writes_a_full_report(tmp_path, capsys):
 def test_multi_input_model_trains_resumes_and_evaluates(tmp_path, capsys):
     """Two crops of each face (tight 32x32 and a wider 48x48 view) through separate stems, fused."""
     from agekit.cli import main
-    from agekit.engine.model import build_model
+    from agekit.models.age_model import build_model
 
     views = ["data.extra_views=[{size: 48, zoom: 0.7}]", "data.crop.zoom=1.3"]
     cfg = tiny_config(tmp_path, "mv", "train.max_steps=5", *views)

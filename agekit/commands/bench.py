@@ -74,7 +74,8 @@ def command_line(args) -> str:
 
 
 def run(args) -> int:
-    from agekit.bench.runner import BenchOptions, parse_seeds, run_bench
+    from agekit.bench import BenchOptions, run_bench
+    from agekit.bench.parsing import parse_seeds
 
     opts = BenchOptions(protocol=args.protocol, methods=args.methods, data=args.data, root=args.root,
                         backbone=args.backbone, epochs=args.epochs, seeds=parse_seeds(args.seeds), size=args.size,

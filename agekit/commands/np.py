@@ -79,7 +79,7 @@ def run(args) -> int:
     import torch
 
     from agekit.io import atomic_path, write_json_atomic
-    from agekit.np import SineSampler, SineTask, build_model, evaluate, prior_log_likelihood, train_model
+    from agekit.neural_process import SineSampler, SineTask, build_model, evaluate, prior_log_likelihood, train_model
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -160,7 +160,7 @@ def demo_figure(models: dict, results: dict, batch, index: int = 0, seed: int = 
     import torch
     from matplotlib.figure import Figure
 
-    from agekit.np.sine import sine
+    from agekit.neural_process.sine import sine
 
     lo, hi = -5.0, 5.0
     x = torch.linspace(lo, hi, 200).view(1, -1, 1)

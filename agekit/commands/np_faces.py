@@ -40,7 +40,7 @@ def register(sub):
     p.add_argument("--subjects", default=None,
                    help="use only these subjects, comma-separated ids, e.g. 001,002,003 (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed for contexts, fits and training (default: 0)")
-    p.add_argument("--steps", type=int, default=None, help="Adam steps for W (default: agekit.np.faces_train)")
+    p.add_argument("--steps", type=int, default=None, help="Adam steps for W (default: agekit.personalise.fit)")
     p.add_argument("--target", choices=("log", "linear"), default=None,
                    help="regress log(1 + age) (default) or age")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
@@ -51,7 +51,7 @@ def register(sub):
         "np-bank", help="fit the face NP on all FG-NET subjects and save it for personalised prediction",
         description="Fit the multi-task face NP (global model, subject bank, similarity layer, priors) on the "
                     "features of every FG-NET subject and save it as a small .npz that numpy alone can run "
-                    "(agekit.np.faces.Personalizer; `agekit predict --context-dir`). Use the same model file "
+                    "(agekit.runtime.personal.Personalizer; `agekit predict --context-dir`). Use the same model file "
                     "(or its checkpoint) that will make the predictions.")
     b.add_argument("--checkpoint", "--model", dest="checkpoint", required=True,
                    help="the encoder: an agekit checkpoint (.pt) or an ONNX model from `agekit export` (.onnx)")
@@ -104,7 +104,7 @@ def _set_threads(n: int) -> None:
 
 
 def _fit_config(args, **extra):
-    from agekit.np.faces_train import FitConfig
+    from agekit.personalise.fit import FitConfig
 
     cfg = FitConfig(seed=args.seed, **extra)
     if getattr(args, "steps", None) is not None:
@@ -170,9 +170,9 @@ def run_eval(args) -> int:
         raise AgekitError(f"--out {out} exists and is not a folder")
     cfg = _fit_config(args)
     _set_threads(args.threads)
-    from agekit.np.faces_data import fgnet_features
-    from agekit.np.faces_eval import evaluate_lopo
-    from agekit.np.faces_report import write_outputs
+    from agekit.personalise.evaluate import evaluate_lopo
+    from agekit.personalise.features import fgnet_features
+    from agekit.personalise.report import write_outputs
 
     t0 = time.perf_counter()
     ff = fgnet_features(args.checkpoint, data, use_cache=not args.no_cache, subjects=parse_subjects(args.subjects))
@@ -215,8 +215,8 @@ def run_bank(args) -> int:
     if out.is_dir():
         raise AgekitError(f"--out {out} is a folder")
     _set_threads(args.threads)
-    from agekit.np.faces_data import fgnet_features
-    from agekit.np.faces_train import fit_face_np
+    from agekit.personalise.features import fgnet_features
+    from agekit.personalise.fit import fit_face_np
 
     t0 = time.perf_counter()
     ff = fgnet_features(args.checkpoint, data, use_cache=not args.no_cache, subjects=parse_subjects(args.subjects))

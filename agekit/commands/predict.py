@@ -1,4 +1,5 @@
-"""agekit predict PATH... : age (with a calibrated interval) and gender of every face, with the ONNX runtime."""
+"""agekit predict PATH... : age (with a calibrated interval) and gender of every face, with the ONNX runtime.
+Videos, cameras and streams (a video file, --camera N, an rtsp/http stream URL) go to agekit.video.cli."""
 from __future__ import annotations
 
 
@@ -9,8 +10,25 @@ def register(sub):
                        description="Find the faces in photos and estimate each one's age (point estimate, std and a "
                                    "calibrated interval) and gender, with the packaged ONNX model or --model. "
                                    "Files, folders (recursive) and globs; a file that fails is reported and the "
-                                   "rest go on; exit code 1 when any failed. See docs/predict.md.")
+                                   "rest go on; exit code 1 when any failed. See docs/predict.md. Videos, "
+                                   "--camera N and stream URLs: the faces are tracked and each person gets one "
+                                   "steady age (docs/video.md).")
     add_common_arguments(p)
+    for action in p._actions:  # PATH may be left out when --camera gives the source (checked in run)
+        if action.dest == "paths":
+            action.nargs, action.required = "*", False
+    video = p.add_argument_group("videos, cameras and streams (docs/video.md)")
+    video.add_argument("--camera", type=int, action="append", metavar="N",
+                       help="read camera N (0: the first webcam); may be repeated")
+    video.add_argument("--every", type=int, default=1, metavar="N", help="analyse every N-th frame (default 1)")
+    video.add_argument("--detect-every", type=int, metavar="K",
+                       help="run the face detector on every K-th analysed frame; the tracker carries the boxes "
+                            "in between (default 2)")
+    video.add_argument("--max-seconds", type=float, metavar="S",
+                       help="stop after S seconds of video (files) or of reading (cameras, streams)")
+    video.add_argument("--frames-out", metavar="FILE",
+                       help="also write one JSON line per analysed frame (track ids, boxes, per-frame and steady "
+                            "ages) to FILE")
     p.add_argument("--context-dir", metavar="DIR",
                    help="personalise the estimates with photos of the same person with known ages: DIR holds the "
                         "photos and ages.csv with columns file,age (see docs/neural_processes.md); needs the face "
@@ -43,7 +61,24 @@ def csv_columns(level: float):
 
 
 def run(args) -> int:
+    from agekit.errors import AgekitError
     from agekit.runtime.cli import run_command
 
+    if not args.paths and not args.camera:
+        raise AgekitError("give at least one PATH (a photo, folder, video or stream URL) or --camera N")
+    video_flags = [f for f, v in (("--every", args.every != 1), ("--detect-every", args.detect_every),
+                                  ("--max-seconds", args.max_seconds), ("--frames-out", args.frames_out)) if v]
+    if args.camera or any("://" in p or "." in p for p in args.paths):
+        from agekit.video.cli import video_inputs
+
+        sources = video_inputs(args)
+        if sources is not None:
+            from agekit.video.cli import run_video
+            from agekit.video.tracking import DETECT_EVERY
+
+            args.detect_every = args.detect_every or DETECT_EVERY
+            return run_video(args, sources)
+    if video_flags:
+        raise AgekitError(f"{video_flags[0]} applies to videos, cameras and streams only")
     cols = csv_columns(args.level) if args.output == "csv" else columns(args.level)
     return run_command(args, cols)

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import json
 import logging
-from importlib import resources
 from pathlib import Path
 
-from agekit.errors import AgekitError
+from agekit.config import load_config, packaged_configs, resolve_config_path
 
 log = logging.getLogger(__name__)
 
@@ -24,29 +23,11 @@ def register(sub):
     p.set_defaults(func=run)
 
 
-def packaged_configs() -> dict:
-    folder = resources.files("agekit") / "configs"
-    return {p.name[:-5]: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
-
-
-def resolve_config_path(name: str) -> Path:
-    path = Path(name)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise AgekitError(f"config file not found: {path}")
-        return path
-    configs = packaged_configs()
-    if name not in configs:
-        raise AgekitError(f"no config file or packaged config named '{name}'; packaged: {', '.join(sorted(configs))}")
-    return configs[name]
-
-
 def run(args) -> int:
     if args.list_configs:
         for name, path in sorted(packaged_configs().items()):
             print(f"{name:32s} {path}")
         return 0
-    from agekit.config import load_config
     from agekit.engine.trainer import train
 
     overrides = list(args.overrides) + ([f"run_dir={args.run_dir}"] if args.run_dir else [])

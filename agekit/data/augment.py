@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# The 5-point alignment template (agekit.data.preprocess.TEMPLATE_112) in grid coordinates [-1, 1]; the
+# The 5-point alignment template (agekit.crop.TEMPLATE_112) in grid coordinates [-1, 1]; the
 # jitter's warp depends only weakly on where the points sit in the crop, so one layout serves all crops.
 _TEMPLATE = (torch.tensor([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655],
                            [70.7299, 92.2041]], dtype=torch.float64) / 56.0 - 1.0)

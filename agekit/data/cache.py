@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from agekit.data.preprocess import CropSpec, crop_face
+from agekit.crop import CropSpec, crop_face
 from agekit.errors import ImageError
 from agekit.io import atomic_path, load_image, write_json_atomic
 

@@ -41,7 +41,7 @@ AAF_LAST_FEMALE_ID = 7380  # AAF README: ids 00000-07380 are female, 07381-13321
 
 def list_datasets() -> list[str]:
     """Names accepted by read_dataset and `--dataset`."""
-    return sorted(READERS)
+    return READERS.names()
 
 
 # ---------------------------------------------------------------------------------------------- helpers

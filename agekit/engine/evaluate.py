@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from agekit.crop import CropSpec, view_specs
 from agekit.data.cache import load_crop
-from agekit.data.preprocess import CropSpec
 from agekit.engine.checkpoint import load_model
-from agekit.engine.data import data_root, load_splits, view_specs
+from agekit.engine.data import data_root, load_splits
 from agekit.engine.inference import predict_images
 from agekit.engine.precision import resolve_precision
 

@@ -30,7 +30,8 @@ from agekit.engine.checkpoint import load_model
 from agekit.errors import AgekitError
 from agekit.io import atomic_path
 from agekit.runtime.calibration import DEFAULT_LEVEL, calibrate
-from agekit.runtime.onnx_model import FORMAT, METADATA_KEY, make_session, to_nchw, view_input_name
+from agekit.onnx_session import make_session
+from agekit.runtime.onnx_model import FORMAT, METADATA_KEY, to_nchw, view_input_name
 
 log = logging.getLogger(__name__)
 OPSET = 17

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
 import math
 import random
@@ -15,15 +16,16 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from agekit.config import dump_config
+from agekit.crop import view_specs
 from agekit.data.augment import AugmentSpec, augment_batch
 from agekit.engine.checkpoint import read_checkpoint, save_checkpoint, unwrap
-from agekit.engine.data import BatchSource, load_splits, view_specs
+from agekit.engine.data import BatchSource, load_splits
 from agekit.engine.distributed import init_distributed, shutdown_distributed
 from agekit.engine.inference import autocast_context, to_input
-from agekit.engine.model import build_model
 from agekit.engine.precision import resolve_precision
 from agekit.errors import AgekitError
 from agekit.io import write_json_atomic, write_text_atomic
+from agekit.models.age_model import build_model
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,32 @@ def init_from_checkpoint(model, path, with_head: bool) -> None:
         raise AgekitError(f"{path}: no backbone weights match this model (different backbone?)")
     model.load_state_dict(taken, strict=False)
     log.info("fine-tuning from %s: %d of %d tensors taken", path, len(taken), len(own))
+
+
+@torch.no_grad()
+def collect_outputs(model, batches, n_batches: int, device, precision: str, channels_last: bool):
+    """The model's age outputs (concatenated along the batch; a dict of outputs key by key) and the ages over
+    the first `n_batches` of `batches` (an iterator of (views, ages, genders); closed afterwards), with the
+    model in eval mode and no gradient; its mode is restored. Returns (outputs, ages), or None for no batch."""
+    net = unwrap(model)
+    was_training = net.training
+    outputs, ages = [], []
+    net.eval()
+    try:
+        for views, batch_ages, _ in itertools.islice(batches, n_batches):
+            x = to_input(views, device, channels_last)
+            with autocast_context(device, precision):
+                out = net(x)["age"]
+            outputs.append({k: v.float() for k, v in out.items()} if isinstance(out, dict) else out.float())
+            ages.append(torch.as_tensor(batch_ages).to(device).float())
+    finally:
+        batches.close()
+        net.train(was_training)
+    if not outputs:
+        return None
+    if isinstance(outputs[0], dict):
+        return {k: torch.cat([o[k] for o in outputs]) for k in outputs[0]}, torch.cat(ages)
+    return torch.cat(outputs), torch.cat(ages)
 
 
 class CsvLog:
@@ -355,7 +383,7 @@ class Trainer:
             if st["batch_in_epoch"] >= self.steps_per_epoch:
                 st["epoch"] += 1
                 st["batch_in_epoch"] = 0
-                unwrap(self.model).method.epoch_end(self)
+                self.method_epoch_end()
             # without val_every_steps: validate each epoch end; with it: only at the very end in addition
             at_end = stop or st["epoch"] >= t["epochs"]
             if validated_at != st["step"] and (not t["val_every_steps"] or at_end):
@@ -363,6 +391,15 @@ class Trainer:
                 stop = self.after_validation(self.validate()) or stop
         bar.close()
         return self.summary()
+
+    def method_epoch_end(self) -> None:
+        """The method's epoch-end step (see Method.epoch_end): it gets the outputs it asked for, nothing else."""
+        method = unwrap(self.model).method
+        if method.epoch_end_batches > 0:
+            collected = collect_outputs(self.model, self.source.batches(self.state["epoch"]),
+                                        method.epoch_end_batches, self.device, self.precision, self.channels_last)
+            if collected is not None:
+                method.epoch_end(*collected)
 
     def epochs_done(self) -> float:
         """Training progress in epochs (fractional): the 'epoch' column of metrics.csv."""

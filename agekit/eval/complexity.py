@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from agekit.machine import cpu_name
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -75,15 +75,6 @@ def model_complexity(model: nn.Module, input_size: int, threads: int = 1, warmup
         "torch": torch.__version__,
         "cpu": cpu_name(),
     }
-
-
-def cpu_name() -> str:
-    """Human-readable CPU model; /proc/cpuinfo first because platform.processor() is just 'x86_64' on Linux."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def _device(model: nn.Module) -> torch.device:

@@ -31,8 +31,8 @@ MAX_HIST_BINS = 200
 
 
 def write_report(out_dir, metrics: dict, predictions: list[dict], *, title: str, protocol: dict,
-                 complexity: dict | None, image_loader=None, extra_sections=(), plots: bool = True
-                 ) -> dict[str, Path]:
+                 complexity: dict | None, image_loader=None, extra_sections=(), plots: bool = True,
+                 error_analysis: bool = False) -> dict[str, Path]:
     """Write the full report into out_dir and return {name: path} of every file written.
 
     metrics: compute_metrics() output. predictions: rows {'key', 'path', 'true_age', 'pred_age', and
@@ -43,10 +43,16 @@ def write_report(out_dir, metrics: dict, predictions: list[dict], *, title: str,
     needed).
     Names: 'metrics', 'predictions', 'report', and the plots written ('pred_vs_true', 'mae_by_age',
     'error_hist', 'examples'; none without predictions, no 'examples' without image paths).
+    error_analysis=True (with plots) adds the error-analysis pages of agekit.eval.error_analysis
+    (ERROR_PLOT_TITLES: signed error against true age, reliability diagrams, confusion of age bands, best and
+    worst examples by age band and race) and a report section linking them.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = write_plots(out_dir, predictions, image_loader or load_image) if plots else {}
+    errors_section = None
+    if plots and error_analysis and predictions:
+        errors_section = _write_error_analysis(out_dir, predictions, image_loader or load_image, written)
     written["predictions"] = out_dir / "predictions.csv"
     write_text_atomic(written["predictions"], predictions_csv(predictions))
     written["metrics"] = out_dir / "metrics.json"
@@ -54,10 +60,38 @@ def write_report(out_dir, metrics: dict, predictions: list[dict], *, title: str,
                       {"title": title, "metrics": metrics, "protocol": protocol, "complexity": complexity})
     # report.md last: its presence means every file it links to is already in place.
     written["report"] = out_dir / "report.md"
+    sections = list(extra_sections) + ([errors_section] if errors_section else [])
     write_text_atomic(written["report"], report_markdown(title, metrics, protocol, complexity,
                                                          [name for name in PLOT_TITLES if name in written],
-                                                         extra_sections))
+                                                         sections))
     return written
+
+
+def _write_error_analysis(out_dir: Path, predictions: list[dict], image_loader, written: dict) -> str:
+    """Write the error-analysis PNGs into out_dir (names added to `written`); return the report section."""
+    from agekit.eval.error_analysis import ERROR_PLOT_TITLES, error_plots, error_summary
+
+    for name, fig in error_plots(predictions, image_loader, _figure).items():
+        written[name] = out_dir / f"{name}.png"
+        with atomic_path(written[name]) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+    summary = error_summary(predictions)
+    rows = [("Slope of signed error on true age", "–" if summary["slope"] is None else f"{summary['slope']:+.3f}"),
+            ("Mean signed error, true age < 20", _signed_years(summary["young_bias"])),
+            ("Mean signed error, true age ≥ 60", _signed_years(summary["old_bias"]))]
+    for level, observed in summary.get("interval_reliability", []):
+        if level in (0.5, 0.9):
+            rows.append((f"Share inside the Gaussian {level:.0%} interval (pred ± z·std)", _percent(observed)))
+    if summary.get("gender_ece") is not None:
+        rows.append(("Gender expected calibration error (10 bins)", f"{summary['gender_ece']:.3f}"))
+    links = "\n\n".join(f"![{ERROR_PLOT_TITLES[n]}]({n}.png)" for n in ERROR_PLOT_TITLES if n in written)
+    return ("## Error analysis\n\nA negative slope means regression to the mean: the young are made older and the "
+            "old younger. Reliability: a calibrated model lies on the diagonal.\n\n"
+            + _table(["Measure", "Value"], rows) + "\n\n" + links)
+
+
+def _signed_years(value) -> str:
+    return "–" if value is None else f"{value:+.2f}"
 
 
 # ---------------------------------------------------------------- predictions.csv

@@ -56,12 +56,18 @@ class Method(nn.Module):
     def decode(self, outputs) -> AgeDistribution:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def epoch_end(self, trainer) -> None:
-        """Optional hook: the trainer calls it each time a training epoch completes, before validation.
+    # Training batches the trainer runs the model over at the end of each epoch for `epoch_end`; 0 = the
+    # method has no epoch-end step and `epoch_end` is never called.
+    epoch_end_batches = 0
 
-        Default: nothing. Methods with state that is not learned by gradient (e.g. the leaf Gaussians of
-        Deep Regression Forests) refit it here; `trainer` gives access to the model (`trainer.model`, maybe
-        DDP-wrapped), the training batches (`trainer.source`), `trainer.device` and `trainer.state`.
+    def epoch_end(self, outputs, ages: torch.Tensor) -> None:
+        """Optional hook: the trainer calls it each time a training epoch completes, before validation, when
+        `epoch_end_batches` > 0 (and the epoch yields at least one batch).
+
+        outputs: this method's head outputs over the first `epoch_end_batches` training batches of the next
+        epoch's order (model in eval mode, no augmentation, no gradient), concatenated along the batch;
+        ages (N,): their labels, float, on the training device. Methods with state that is not learned by
+        gradient (e.g. the leaf Gaussians of Deep Regression Forests) refit it here. Default: nothing.
         """
 
 

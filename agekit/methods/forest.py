@@ -16,9 +16,9 @@ Training alternates two steps, as in the paper:
   iterated `leaf_iters` times (20 in the paper). Each iteration cannot lower the data likelihood.
 
 Where the leaf refits happen here (our choices, documented):
-1. `epoch_end(trainer)`: after every training epoch, routing probabilities are collected over up to
-   `epoch_end_batches` (default 20) training batches (model in eval mode, no augmentation, no gradient)
-   and the full fixed point is run on them. The paper uses all training data (its code: the last
+1. `epoch_end(outputs, ages)`: after every training epoch the trainer collects routing probabilities over
+   up to `epoch_end_batches` (default 20) training batches (model in eval mode, no augmentation, no
+   gradient) and the full fixed point is run on them. The paper uses all training data (its code: the last
    mini-batches of the epoch); the cap bounds the cost of the extra forward passes.
 2. Inside `loss`, every `leaf_update_every` steps (default 1; 0 = off) while the module is in training
    mode: one fixed-point step from the current batch, folded into exponential moving averages of the
@@ -37,7 +37,6 @@ mixture's std, sqrt(sum w (s^2 + m^2) - mean^2).
 """
 from __future__ import annotations
 
-import itertools
 import math
 
 import torch
@@ -214,30 +213,10 @@ class DRF(Method):
         self.run_s1.copy_(s0 * mean)
         self.run_s2.copy_(s0 * (var + mean * mean))
 
-    def epoch_end(self, trainer) -> None:
-        """Refit the leaves from routing probabilities over up to `epoch_end_batches` training batches."""
-        if self.epoch_end_batches <= 0:
-            return
-        from agekit.engine.checkpoint import unwrap
-        from agekit.engine.inference import autocast_context, to_input
-
-        net = unwrap(trainer.model)
-        was_training = net.training
-        routes, ages = [], []
-        batches = trainer.source.batches(trainer.state["epoch"])
-        net.eval()
-        try:
-            with torch.no_grad():
-                for images, batch_ages, _ in itertools.islice(batches, self.epoch_end_batches):
-                    x = to_input(images, trainer.device, trainer.channels_last)
-                    with autocast_context(trainer.device, trainer.precision):
-                        routes.append(net(x)["age"].float())
-                    ages.append(torch.as_tensor(batch_ages).to(trainer.device).float())
-        finally:
-            batches.close()
-            net.train(was_training)
-        if routes:
-            self.refit_leaves(torch.cat(routes), torch.cat(ages))
+    def epoch_end(self, outputs, ages) -> None:
+        """Refit the leaves from the routing probabilities the trainer collected over up to
+        `epoch_end_batches` training batches."""
+        self.refit_leaves(outputs, ages)
 
     def decode(self, outputs) -> AgeDistribution:
         log_route = outputs.detach().float()

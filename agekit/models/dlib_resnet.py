@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agekit.data.preprocess import CropSpec
+from agekit.crop import CropSpec
 from agekit.errors import AgekitError
 from agekit.models.pooling import GlobalPool
 from agekit.models.registry import register_backbone

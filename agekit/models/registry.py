@@ -154,7 +154,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
             raise AgekitError(f"{path}: not a readable weights file ({first_line})") from None
     else:
-        from agekit.engine.checkpoint import load_restricted
+        from agekit.models.restricted_load import load_restricted
 
         # torch's restricted unpickler: a file naming any code is refused before it runs
         obj = load_restricted(path, "weights file")

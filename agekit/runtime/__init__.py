@@ -5,7 +5,8 @@
 
 Modules: estimator (AgeEstimator), results (FaceResult), onnx_model (OnnxAgeModel, the file format),
 calibration (split-conformal intervals, pure numpy), crops (model input crops), quality (small/blurry
-flags), quantize (int8), annotate (drawing), cli (shared by `agekit predict` and `agekit check`).
+flags), quantize (int8), annotate (drawing), cli (shared by `agekit predict` and `agekit check`),
+face_np (the face NP bank), personal (Personalizer), context (context photos and ages.csv).
 Nothing here imports torch (tests/test_runtime_import.py checks it); see docs/predict.md.
 """
 import importlib

@@ -5,6 +5,7 @@ becomes an error row and the batch goes on; the exit code is 1 when any input fa
 options, an unknown detector, an --out or --save-annotated that cannot be written or would overwrite an input)
 are raised as AgekitError (exit 2) before any image is read. Results are written as each file is done
 (agekit.runtime.outputs: --out rules, --resume); Ctrl-C or SIGTERM writes what is done and exits 130 / 143.
+With --workers N, chunks of files are scored in N processes (agekit.runtime.workers) and written in order.
 
 Extension point: `build_estimator(args)` makes the estimator every command uses; options that change how
 faces are scored (e.g. personalisation) add their arguments in `add_common_arguments` and wrap it there.
@@ -57,7 +58,10 @@ def add_common_arguments(p) -> None:
                             "JSON/CSV file (see docs/predict.md)")
     p.add_argument("--level", type=float, default=0.9, help="interval level, 0 < level < 1 (default 0.9)")
     p.add_argument("--threads", type=int, help="CPU threads for onnxruntime (default: $OMP_NUM_THREADS, else the idle "
-                                               "physical cores, at most 4)")
+                                               "physical cores, at most 4; with --workers, shared out among them)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="score the files in N processes, one model each (default 1); the output is the same, in "
+                        "the same order (see docs/batch.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar for folders")
 
 
@@ -70,6 +74,8 @@ def check_arguments(args) -> None:
     """Usage errors that need nothing read: raised before the model, the inputs or the outputs are touched."""
     from agekit.detect import list_detectors
 
+    if getattr(args, "workers", 1) < 1:
+        raise AgekitError(f"--workers must be >= 1, got {args.workers}")
     if args.max_faces is not None and args.max_faces < 1:
         raise AgekitError(f"--max-faces must be >= 1, got {args.max_faces}")
     if not 0 < args.level < 1:
@@ -117,7 +123,7 @@ def build_estimator(args):
     check_arguments(args)
     context = None
     if getattr(args, "context_dir", None):  # agekit predict --context-dir: validated before any photo is read
-        from agekit.np.personal import read_ages_csv
+        from agekit.runtime.context import read_ages_csv
 
         context = read_ages_csv(args.context_dir)
     estimator = AgeEstimator(model=args.model, detector=args.detector, threshold=args.threshold,
@@ -127,7 +133,7 @@ def build_estimator(args):
         _start_detector(args, estimator)
     if context is None:
         return estimator
-    from agekit.np.personal import ContextEstimator
+    from agekit.runtime.context import ContextEstimator
 
     return ContextEstimator(estimator, context, report=lambda line: print(line, file=sys.stderr))
 
@@ -146,11 +152,13 @@ class FileResult:
 
 
 def read_input(item):
-    """An input's image as agekit.io.LoadedImage: large photos reduced to the working size."""
+    """An input's image as agekit.io.LoadedImage: large photos reduced to the working size. An item with
+    `data` (agekit.batch.predictor.Source: bytes read by Ray or Spark) is decoded from those bytes."""
     import agekit.io
     from agekit.runtime.inputs import fetch
 
-    source = fetch(item) if item.url is not None else item.path
+    data = getattr(item, "data", None)
+    source = data if data is not None else fetch(item) if item.url is not None else item.path
     return agekit.io.read_image(source, name=item.name, max_pixels=agekit.io.MAX_PIXELS,
                                 work_pixels=agekit.io.WORK_PIXELS)
 
@@ -384,6 +392,7 @@ def run_command(args, columns, per_face=None) -> int:
         read_resume,
         writable_folder,
     )
+    from agekit.runtime.workers import WorkerStopped
 
     check_arguments(args)
     expansion = expand_inputs(args.paths)
@@ -404,8 +413,37 @@ def run_command(args, columns, per_face=None) -> int:
         writable_folder(out_dir, "--save-annotated", args.save_annotated)
         plan = plan_annotated(items, out_dir, protected)
     todo = [i for i, item in enumerate(items) if resume is None or not resume.has(item)]
-    estimator = build_estimator(args)
-    per_face_fn = per_face(estimator) if per_face else None
+    chunk_files, pool = CHUNK_FILES, None
+    workers = min(getattr(args, "workers", 1), len(todo))
+    if workers > 1:  # the workers load the model (each its own); this process only writes
+        from agekit.runtime.workers import WorkerPool, threads_per_worker
+
+        chunk_files = max(1, min(CHUNK_FILES, -(-len(todo) // (2 * workers))))  # every worker gets work
+        pool = WorkerPool(args, per_face, boxes, workers, threads_per_worker(workers, args.threads))
+        try:
+            pool.check_started()
+        except BaseException:
+            pool.close()
+            raise
+    else:
+        estimator = build_estimator(args)
+        per_face_fn = per_face(estimator) if per_face else None
+    chunks = [todo[start:start + chunk_files] for start in range(0, len(todo), chunk_files)]
+
+    def chunk_results():
+        if pool is None:
+            for chunk in chunks:
+                yield process_chunk(args, estimator, [items[i] for i in chunk], boxes, per_face_fn,
+                                    [plan[i] for i in chunk])
+            return
+        printed = set()
+        for results, notes in pool.results(([items[i] for i in chunk], [plan[i] for i in chunk])
+                                           for chunk in chunks):
+            for line in notes:  # e.g. the --context-dir note, once although every worker has it
+                if line not in printed:
+                    printed.add(line)
+                    print(line, file=sys.stderr)
+            yield results
 
     # every check passed: from here on, outputs are created and images read
     if args.save_annotated:
@@ -413,21 +451,26 @@ def run_command(args, columns, per_face=None) -> int:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise AgekitError(f"--save-annotated {args.save_annotated}: {exc.strerror or exc}") from None
-    dest = open_destination(target, resume)
+    try:
+        dest = open_destination(target, resume)
+    except BaseException:
+        if pool is not None:
+            pool.close()
+        raise
     writer = ResultWriter(dest, args.output, columns, record, write_header=resume is None or resume.need_header)
     ok = failed = 0
-    status = write_error = None
+    status = write_error = stopped = None
+    finished = False
     bar = tqdm(total=len(todo), unit="img", file=sys.stderr, desc="predicting",
                disable=args.no_progress or not expansion.any_folder or len(todo) < 2)
     try:
         with _sigterm_raises():
-            for start in range(0, len(todo), CHUNK_FILES):
-                chunk = todo[start:start + CHUNK_FILES]
-                for res in process_chunk(args, estimator, [items[i] for i in chunk], boxes, per_face_fn,
-                                         [plan[i] for i in chunk]):
+            for results in chunk_results():
+                for res in results:
                     writer.add(res)
                     ok, failed = ok + res.ok, failed + (not res.ok)
                     bar.update()
+        finished = True
     except KeyboardInterrupt:
         status = 130
     except Terminated:
@@ -436,6 +479,8 @@ def run_command(args, columns, per_face=None) -> int:
         status = 141
     except OSError as exc:  # the output cannot be written (disk full, ...): keep what is done
         write_error = exc
+    except WorkerStopped as exc:  # a worker process died: keep what is done
+        stopped = exc
     except BaseException:
         with _signals_held(), contextlib.suppress(Exception):
             writer.end()
@@ -443,10 +488,17 @@ def run_command(args, columns, per_face=None) -> int:
         raise
     finally:
         bar.close()
+        if pool is not None:
+            pool.close(stop=not finished)
     with _signals_held():
         status, write_error = _close_output(target, dest, writer, status, write_error, resume is not None)
     if write_error is not None:
         raise AgekitError(write_error)
+    if stopped is not None:
+        where = "stdout" if target.kind == "stdout" else target.given
+        raise AgekitError(f"{stopped}; the results of the {ok + failed} files before it are in {where}"
+                          + (" (run again with --resume to continue)" if args.output in ("jsonl", "csv")
+                             and target.kind == "file" else ""))
 
     n = ok + failed
     line = f"{n} file{'s' if n != 1 else ''}, {ok} ok, {failed} failed"

@@ -80,11 +80,11 @@ class AgeEstimator:
         CenterFace: one search at that size instead of its coarse-to-fine search; {"model_path": ...} for
         YuNet). level: interval level (0 < level < 1). threads: onnxruntime threads for the model and the
         detector (None: $OMP_NUM_THREADS, else the physical cores, at most 4: see
-        agekit.runtime.onnx_model.default_threads).
+        agekit.onnx_session.default_threads).
     An estimator may be shared by threads: the detector and the face bank are created once, under a lock.
     User boxes (`boxes=`) are clipped to the image; a box with nothing inside it is an AgekitError naming it.
     personalizer: the face NP bank used when a context is given (a .npz from `agekit np-bank`, or an
-        agekit.np.faces.Personalizer; None: MODEL.np.npz beside the model, loaded on first use).
+        agekit.runtime.personal.Personalizer; None: MODEL.np.npz beside the model, loaded on first use).
     """
 
     def __init__(self, model=None, detector: str = "default", threshold: float | None = None,
@@ -186,14 +186,14 @@ class AgeEstimator:
             return cal.interval(mean, std, self.q, self.model.age_min, self.model.age_max, floor)
         return cal.distribution_interval(probs, self.model.ages, self.level)
 
-    # ---- personalisation (agekit.np.personal) ------------------------------------------------------
+    # ---- personalisation (agekit.runtime.personal) -------------------------------------------------
     @property
     def personalizer(self):
         """The face NP bank's Personalizer, loaded on first use."""
         if self._personalizer is None:
             with self._lock:
                 if self._personalizer is None:
-                    from agekit.np.personal import load_personalizer
+                    from agekit.runtime.personal import load_personalizer
 
                     self._personalizer = load_personalizer(self._personalizer_arg, self.model)
         return self._personalizer
@@ -201,7 +201,7 @@ class AgeEstimator:
     def context(self, context):
         """Prepare context photos once: [(image_or_path, age), ...] -> a Context to pass as `context=`
         (each photo's best face embedded; photos without a face are kept as skipped, with a note)."""
-        from agekit.np.personal import embed_context
+        from agekit.runtime.context import embed_context
 
         _ = self.personalizer  # fail early when there is no bank
         return embed_context(self, context)
@@ -209,7 +209,7 @@ class AgeEstimator:
     def _personalise(self, faces: list[FaceResult], context) -> list[FaceResult]:
         if context is None:
             return faces
-        from agekit.np.personal import personalise
+        from agekit.runtime.personal import personalise
 
         faces, notes = personalise(faces, self.context(context), self.personalizer, self.level)
         for f in faces:
@@ -289,6 +289,34 @@ class AgeEstimator:
         lo, hi = face.interval
         decision = "over" if lo >= min_age else ("under" if hi < min_age else "uncertain")
         return decision, self.age_probability(face, min_age)
+
+    def explain(self, image, boxes=None, grid: int = 8, fill: str = "mean") -> list:
+        """Each face of `image` with occlusion maps of the regions that move its age estimate, over the crop
+        the model saw and, via `.photo_map()`, over the photo (agekit.explain.occlusion; docs/explain.md)."""
+        from agekit.explain.occlusion import explain_image
+
+        return explain_image(self, image, boxes=boxes, grid=grid, fill=fill)
+
+    def with_level(self, level: float) -> "AgeEstimator":
+        """This estimator at another interval level (e.g. per request in `agekit serve`): a shallow copy that
+        shares the model (and the detector and face bank once they are made), so it costs nothing to make."""
+        import copy
+
+        try:
+            level = cal.check_level(level)
+        except ValueError as exc:
+            raise AgekitError(str(exc)) from None
+        other = copy.copy(self)
+        other.level = level
+        other.q = cal.quantile_for_level(self.calibration, level) if self.calibration else None
+        return other
+
+    def track(self, source, **options):
+        """Faces followed through a video file, camera index, stream URL or list of frames: an iterable of
+        per-frame results with track ids, then `.summaries()`, one steady age per person (agekit.video)."""
+        from agekit.video.tracking import track
+
+        return track(self, source, **options)
 
     def describe(self) -> dict:
         """What is running: model file, method, crop, calibration, detector."""

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from agekit.errors import AgekitError
-from agekit.runtime.onnx_model import make_session, to_nchw, view_input_name
+from agekit.onnx_session import make_session
+from agekit.runtime.onnx_model import to_nchw, view_input_name
 
 CALIBRATION_CROPS = 256
 MODES = ("static", "dynamic")

@@ -28,7 +28,7 @@ class FaceResult:
     probs: (K,) distribution over the integer ages age_min..age_max (not printed);
     embedding: (F,) backbone features (not printed).
     personalised: None when no context was given; else whether the context photos personalised age, std and
-        interval (agekit.np.personal), base_age then holding the model's own estimate, and notes saying what
+        interval (agekit.runtime.personal), base_age then holding the model's own estimate, and notes saying what
         happened to the context (photos skipped, contradictory ages, too few photos).
     """
 

@@ -1,0 +1,146 @@
+"""`agekit predict --workers N`: chunks of files scored in N worker processes, one estimator each, the
+results handed back in input order as they come, so the output is the same as with one process.
+
+Why processes: decoding, face search and cropping hold the GIL for much of each file's time, so threads in
+one process do not add up; a worker process loads its estimator once (about 0.6 s) and then scores whole
+chunks. On Linux the workers are forked before this process loads any model (a forked onnxruntime session
+is not safe to use), so they inherit the parsed options, the --boxes table and a command's per-face fields
+without pickling them; elsewhere they are spawned and those must pickle.
+
+Signals: Ctrl-C goes to the whole process group, so workers ignore SIGINT and the main process, which writes
+the output, decides. Stopping (Ctrl-C, SIGTERM, an error) cancels the chunks not started and sends each
+worker SIGTERM, on which it drops the chunk it is on (unwinding, so a half-written annotated copy is
+removed) and skips any other; then the workers exit.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import copy
+import multiprocessing
+import pickle
+import signal
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from agekit.errors import AgekitError
+
+_WORKER: dict = {}  # in a worker process: its estimator and options, set once by _start
+
+
+class WorkerStopped(AgekitError):
+    """A worker process died (killed, out of memory, a crash in native code): its chunk has no results."""
+
+
+def threads_per_worker(workers: int, threads: int | None) -> int:
+    """onnxruntime (and OpenCV) threads of each worker: --threads when given, else the default thread count
+    (agekit.onnx_session.default_threads: $OMP_NUM_THREADS, else the idle physical cores, at most 4)
+    shared out, so that workers x threads stays within it; at least 1."""
+    if threads is not None:
+        return max(1, int(threads))
+    from agekit.onnx_session import default_threads
+
+    return max(1, default_threads() // max(1, workers))
+
+
+def _stop(signum, frame):
+    _WORKER["stopped"] = True
+    raise SystemExit(128 + signum)  # caught by the pool's worker loop, which then reads its exit sentinel
+
+
+def _start(args, per_face, boxes, threads: int) -> None:
+    """Worker initializer: load the estimator once. An error is kept, returned by check_started and raised
+    by each chunk."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        import cv2
+
+        cv2.setNumThreads(threads)
+        from agekit.runtime.cli import build_estimator
+
+        args = copy.copy(args)
+        args.threads = threads
+        estimator = build_estimator(args)
+        notes: list[str] = []
+        if hasattr(estimator, "report"):  # --context-dir: its note is printed once, by the main process
+            estimator.report = notes.append
+        _WORKER.update(args=args, estimator=estimator, notes=notes, boxes=boxes,
+                       per_face=per_face(estimator) if per_face else None)
+    except BaseException as exc:  # noqa: BLE001 (reported with the first chunk)
+        _WORKER["error"] = f"{type(exc).__name__}: {exc}" if not isinstance(exc, AgekitError) else str(exc)
+
+
+def _startup_error() -> str | None:
+    return _WORKER.get("error")
+
+
+def _score_chunk(items, annotated):
+    """One chunk in a worker: (FileResults in order, notes for stderr)."""
+    from agekit.runtime.cli import process_chunk
+
+    if _WORKER.get("stopped"):
+        return [], []
+    if "error" in _WORKER:
+        raise AgekitError(f"a worker process could not start: {_WORKER['error']}")
+    results = process_chunk(_WORKER["args"], _WORKER["estimator"], items, _WORKER["boxes"], _WORKER["per_face"],
+                            annotated)
+    notes = list(_WORKER["notes"])
+    _WORKER["notes"].clear()
+    return results, notes
+
+
+class WorkerPool:
+    """N worker processes scoring chunks; `results(chunks)` yields each chunk's results in input order,
+    keeping at most two chunks per worker queued (memory stays flat on any batch)."""
+
+    def __init__(self, args, per_face, boxes, workers: int, threads: int):
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        if method == "spawn":
+            try:
+                pickle.dumps((args, per_face, boxes))
+            except Exception:  # noqa: BLE001
+                raise AgekitError("--workers: this command's options cannot be sent to worker processes on "
+                                  "this platform; use --workers 1") from None
+        self.workers = workers
+        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
+                                        initializer=_start, initargs=(args, per_face, boxes, threads))
+
+    def check_started(self) -> None:
+        """Wait for a worker to load its estimator; its error (a missing model, a detector that cannot run)
+        is raised here as the usage error the main process would have raised. With fork, every worker
+        starts at this first call, before this process has loaded any model."""
+        error = self.pool.submit(_startup_error).result()
+        if error is not None:
+            raise AgekitError(error)
+
+    def results(self, chunks):
+        """chunks: iterable of (items, annotated destinations) -> yields (results, notes) in order."""
+        chunks = iter(chunks)
+        queued = collections.deque()
+
+        def submit_next() -> None:
+            chunk = next(chunks, None)
+            if chunk is not None:
+                queued.append(self.pool.submit(_score_chunk, *chunk))
+
+        for _ in range(2 * self.workers):
+            submit_next()
+        while queued:
+            try:
+                done = queued.popleft().result()
+            except BrokenProcessPool:
+                raise WorkerStopped("a worker process stopped unexpectedly (killed, out of memory or a crash); "
+                                    "the files of its chunk have no results") from None
+            submit_next()
+            yield done
+
+    def close(self, stop: bool = True) -> None:
+        """No more chunks: cancel what has not started and (stop) make the workers drop the chunks they are
+        on; the workers exit."""
+        # ProcessPoolExecutor has no public way to reach its processes before Python 3.14; shutdown forgets them
+        processes = list((getattr(self.pool, "_processes", None) or {}).values()) if stop else []
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            with contextlib.suppress(Exception):
+                process.terminate()

@@ -1,0 +1,463 @@
+"""agekit serve: the real server (`python -m agekit serve`) on 127.0.0.1, talked to over real sockets.
+
+One server for the module (packaged default model, 1 scoring thread, a queue of 2, a 4 s request timeout,
+1 MB uploads, 20 M pixels, an API key), so that overload, slow uploads and size limits are quick to reach.
+"""
+import base64
+import contextlib
+import io
+import json
+import os
+import re
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import zlib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTO = ROOT / "examples" / "astronaut.jpg"
+KEY = "test-key-0123456789abcdef"
+TIMEOUT_S = 4
+
+
+# ---- a real server in a subprocess -------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`python -m agekit serve ARGS` on a free port of 127.0.0.1; stderr (the JSON log) kept in a file."""
+
+    def __init__(self, tmp: Path, *args, env=None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp / "server.log"
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "agekit", "serve", "--port", str(self.port), *args],
+                                     stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                     env=dict(os.environ, **(env or {})))
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"agekit serve exited {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+            with contextlib.suppress(OSError):
+                if request(self.url + "/readyz")[0] == 200:
+                    return
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("agekit serve did not become ready in 90 s")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def request(url, data=None, content_type=None, headers=None, method=None, timeout=30):
+    """(status, headers, body as JSON when it is JSON else bytes) over a real connection."""
+    req = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
+    if content_type:
+        req.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            status, hdrs, body = r.status, r.headers, r.read()
+    except urllib.error.HTTPError as exc:
+        status, hdrs, body = exc.code, exc.headers, exc.read()
+    if (hdrs.get("Content-Type") or "").startswith("application/json"):
+        body = json.loads(body)
+    return status, hdrs, body
+
+
+def multipart(fields: list) -> tuple[bytes, str]:
+    """A multipart/form-data body from [(name, bytes, filename or None)]."""
+    boundary = "agekit-test-boundary-7f3a"
+    out = io.BytesIO()
+    for name, value, filename in fields:
+        out.write(f"--{boundary}\r\n".encode())
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        out.write(f"Content-Disposition: {disposition}\r\n".encode())
+        if filename:
+            out.write(b"Content-Type: application/octet-stream\r\n")
+        out.write(b"\r\n" + value + b"\r\n")
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serve")
+    (tmp / "keys.txt").write_text(f"# keys\n{KEY}\n")
+    spool = tmp / "tmpdir"  # the server's TMPDIR: must stay empty (images are never written to disk)
+    spool.mkdir()
+    srv = Server(tmp, "--api-key-file", str(tmp / "keys.txt"), "--concurrency", "1", "--queue", "2",
+                 "--timeout", str(TIMEOUT_S), "--max-upload-mb", "3", "--max-pixels", "20000000",
+                 env={"TMPDIR": str(spool)})
+    srv.spool = spool
+    yield srv
+    srv.stop()
+
+
+def api(server, path, data=None, content_type=None, key=KEY, **kw):
+    headers = {"X-API-Key": key} if key else {}
+    return request(server.url + path, data, content_type, headers, **kw)
+
+
+def photo_bytes() -> bytes:
+    return PHOTO.read_bytes()
+
+
+def predict_json(capsys, *args) -> list:
+    """The faces `agekit predict --output json` gives for the photo (the CLI, in this process)."""
+    from agekit.cli import main
+
+    assert main(["predict", str(PHOTO), "--output", "json", *args]) == 0
+    return json.loads(capsys.readouterr().out)[0]["faces"]
+
+
+def assert_error(result, status, code):
+    got_status, headers, body = result
+    assert got_status == status, body
+    assert headers["Content-Type"].startswith("application/json")
+    assert set(body) == {"error"} and body["error"]["code"] == code, body
+    message = body["error"]["message"]
+    assert message and "\n" not in message and len(message) <= 300
+    return body["error"]["message"]
+
+
+# ---- answers ---------------------------------------------------------------------------------------------
+def test_estimate_gives_the_fields_of_predict_json(server, capsys):
+    data, ctype = multipart([("file", photo_bytes(), "astronaut.jpg")])
+    status, headers, doc = api(server, "/v1/estimate", data, ctype)
+    assert status == 200, doc
+    assert re.fullmatch(r"[0-9a-f]{16}", headers["X-Request-ID"])
+    assert doc["image"] == {"width": 512, "height": 512} and doc["level"] == 0.9
+    assert set(doc["timing"]) == {"queue_ms", "decode_ms", "inference_ms", "total_ms"}
+    assert doc["timing"]["total_ms"] >= doc["timing"]["inference_ms"] > 0
+    expected = predict_json(capsys)
+    assert doc["faces"] == expected  # same faces, same field names, same numbers as the CLI
+    face = doc["faces"][0]
+    assert 20 < face["age"] < 45 and face["interval"][0] < face["age"] < face["interval"][1]
+
+
+def test_json_base64_raw_body_and_level(server):
+    b64 = base64.b64encode(photo_bytes()).decode()
+    by_json = api(server, "/v1/estimate", json.dumps({"image": b64}).encode(), "application/json")[2]
+    by_data_url = api(server, "/v1/estimate", json.dumps({"image": "data:image/jpeg;base64," + b64}).encode(),
+                      "application/json")[2]
+    raw = api(server, "/v1/estimate?level=0.5&probs=true", photo_bytes(), "image/jpeg")[2]
+    assert by_json["faces"] == by_data_url["faces"]
+    a, b = by_json["faces"][0], raw["faces"][0]
+    assert a["age"] == b["age"] and b["level"] == raw["level"] == 0.5
+    assert b["interval"][0] > a["interval"][0] and b["interval"][1] < a["interval"][1]  # 50% inside 90%
+    assert "probs" not in a and len(b["probs"]) == 101 and raw["ages"] == [0, 100]
+    assert sum(b["probs"]) == pytest.approx(1.0, abs=1e-3)
+    mean = sum(age * p for age, p in enumerate(b["probs"]))
+    assert mean == pytest.approx(b["age"], abs=0.05)  # the age is the distribution's mean
+
+
+def test_check_decisions_follow_the_interval(server, capsys):
+    data, ctype = multipart([("file", photo_bytes(), "a.jpg")])
+    answers = {}
+    for t in (18, 30, 60):
+        status, _, doc = api(server, f"/v1/check?min_age={t}", data, ctype)
+        assert status == 200 and doc["min_age"] == t
+        answers[t] = doc["faces"][0]
+    lo, hi = answers[18]["interval"]
+    for t, face in answers.items():
+        want = "over" if lo >= t else "under" if hi < t else "uncertain"
+        assert face["decision"] == want
+    assert answers[18]["decision"] == "over" and answers[60]["decision"] == "under"
+    assert answers[30]["decision"] == "uncertain"
+    assert answers[18]["p_over"] > answers[30]["p_over"] > answers[60]["p_over"]
+    assert answers[18]["p_over"] > 0.9 and answers[60]["p_over"] < 0.1
+    from agekit.cli import main
+
+    assert main(["check", "--min-age", "30", str(PHOTO), "--output", "json"]) == 0
+    cli = json.loads(capsys.readouterr().out)[0]["faces"][0]
+    assert answers[30] == cli  # same fields as `agekit check --output json`
+
+
+def test_context_personalises(server):
+    photo = photo_bytes()
+    data, ctype = multipart([("file", photo, "q.jpg"), ("context", photo, "c1.jpg"), ("context_age", b"25", None)])
+    status, _, doc = api(server, "/v1/estimate", data, ctype)
+    assert status == 200, doc
+    face = doc["faces"][0]
+    assert face["personalised"] is True and face["notes"]
+    assert 25 < face["age"] < face["base_age"]  # pulled from the model's own estimate towards the given age
+    b64 = base64.b64encode(photo).decode()
+    body = json.dumps({"image": b64, "context": [{"image": b64, "age": 25}]}).encode()
+    assert api(server, "/v1/estimate", body, "application/json")[2]["faces"][0]["age"] == face["age"]
+    bad, ctype = multipart([("file", photo, "q.jpg"), ("context", photo, "c1.jpg")])
+    assert "context_age" in assert_error(api(server, "/v1/estimate", bad, ctype), 400, "bad_context")
+    too_old = json.dumps({"image": b64, "context": [{"image": b64, "age": 400}]}).encode()
+    assert_error(api(server, "/v1/estimate", too_old, "application/json"), 400, "bad_context")
+
+
+def test_model_health_ready_docs(server):
+    from agekit import AgeEstimator
+
+    status, _, facts = api(server, "/v1/model")
+    assert status == 200
+    meta = AgeEstimator().model.meta
+    assert facts["model"] == "agekit-default.onnx" and facts["calibrated"] is True
+    assert facts["calibration"]["coverage"] == meta["calibration"]["coverage"]
+    assert facts["test_metrics"]["mae"] == meta["test_metrics"]["metrics"]["mae"]
+    assert "non-commercial" in facts["licence"]
+    assert request(server.url + "/healthz")[:3:2] == (200, {"status": "ok"})
+    status, _, ready = request(server.url + "/readyz")
+    assert status == 200 and ready["capacity"] == 3
+    status, _, spec = request(server.url + "/openapi.json")
+    assert {"/v1/estimate", "/v1/check", "/v1/model"} <= set(spec["paths"])
+    assert "multipart/form-data" in spec["paths"]["/v1/estimate"]["post"]["requestBody"]["content"]
+    status, _, docs = request(server.url + "/docs")
+    assert status == 200 and b"swagger" in docs.lower()
+
+
+def test_page_needs_nothing_from_elsewhere(server):
+    status, headers, page = request(server.url + "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    text = page.decode()
+    for asset in re.findall(r'(?:src|href)="([^"]+)"', text):
+        assert asset.startswith("/"), asset  # everything from this server
+        assert api(server, asset)[0] == 200
+    js = request(server.url + "/static/app.js")[2].decode()
+    assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", js + text)
+
+
+# ---- keys, limits, bad input: every error is JSON with a stable code; the server goes on ----------------------
+def test_api_key(server):
+    data, ctype = multipart([("file", photo_bytes(), "a.jpg")])
+    assert_error(api(server, "/v1/estimate", data, ctype, key=None), 401, "missing_api_key")
+    assert_error(api(server, "/v1/estimate", data, ctype, key="wrong-key-0123456789"), 401, "invalid_api_key")
+    assert_error(api(server, "/v1/model", key="x"), 401, "invalid_api_key")
+    assert_error(api(server, "/metrics", key=None), 401, "missing_api_key")
+    assert request(server.url + "/healthz")[0] == 200  # probes and the page need no key
+    assert request(server.url + "/")[0] == 200
+
+
+def png_bomb(side: int = 20000) -> bytes:
+    """A valid 1-bit PNG of side x side black pixels: about 50 kB that decode to side^2 pixels."""
+    row = b"\x00" + bytes(side // 8)
+    z = zlib.compressobj(9)
+    idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
+
+    def chunk(kind, data):
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    ihdr = side.to_bytes(4, "big") * 2 + bytes([1, 0, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+BAD_INPUTS = {
+    "zero bytes": (lambda: (b"", "image/jpeg"), 400, "empty_body"),
+    "wrong content type": (lambda: (b"hello", "text/plain"), 415, "unsupported_media_type"),
+    "no content type": (lambda: (photo_bytes(), None), 415, "unsupported_media_type"),
+    "not an image": (lambda: (b"this is not a photo" * 10, "image/jpeg"), 422, "bad_image"),
+    "truncated jpeg": (lambda: (photo_bytes()[:3000], "image/jpeg"), 422, "bad_image"),
+    "decompression bomb": (lambda: (png_bomb(), "image/png"), 413, "image_too_large"),
+    "bad base64": (lambda: (b'{"image": "not base64 !!"}', "application/json"), 400, "bad_base64"),
+    "json without image": (lambda: (b'{"picture": "AAAA"}', "application/json"), 400, "missing_image"),
+    "json not an object": (lambda: (b'[1, 2]', "application/json"), 400, "bad_request"),
+    "broken json": (lambda: (b'{"image": ', "application/json"), 400, "bad_request"),
+    "form without file": (lambda: multipart([("photo", photo_bytes(), "a.jpg")]), 400, "missing_image"),
+    "form without boundary": (lambda: (b"--x\r\n", "multipart/form-data"), 400, "bad_request"),
+    "garbled form": (lambda: (b"garbage", "multipart/form-data; boundary=abc"), 400, "bad_request"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_gets_its_error(server, case):
+    make, status, code = BAD_INPUTS[case]
+    data, ctype = make()
+    assert_error(api(server, "/v1/estimate", data, ctype), status, code)
+
+
+def test_bad_parameters_paths_and_methods(server):
+    data = photo_bytes()
+    assert "level" in assert_error(api(server, "/v1/estimate?level=2", data, "image/jpeg"), 400, "bad_parameter")
+    assert "min_age" in assert_error(api(server, "/v1/check", data, "image/jpeg"), 400, "bad_parameter")
+    assert_error(api(server, "/v1/check?min_age=abc", data, "image/jpeg"), 400, "bad_parameter")
+    assert_error(api(server, "/v1/nothing"), 404, "not_found")
+    assert_error(api(server, "/v1/estimate", method="GET"), 405, "method_not_allowed")
+    assert request(server.url + "/readyz")[0] == 200
+
+
+def raw_socket(server) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT_S + 10)
+    return s
+
+
+def read_answer(s: socket.socket) -> bytes:
+    """One HTTP answer with a JSON body (ends with '}'), read from a raw socket, which is then closed."""
+    answer = b""
+    while not (b"\r\n\r\n" in answer and answer.rstrip().endswith(b"}")):
+        more = s.recv(65536)
+        if not more:
+            break
+        answer += more
+    s.close()
+    return answer
+
+
+def upload_head(length: int) -> bytes:
+    return (f"POST /v1/estimate HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {KEY}\r\nContent-Type: image/jpeg\r\n"
+            f"Content-Length: {length}\r\n\r\n").encode()
+
+
+def metric(server, name: str, labels: str = "") -> float:
+    text = api(server, "/metrics")[2].decode()
+    found = re.search(rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+]+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_upload_over_the_limit(server):
+    # refused from its Content-Length, before the body is read (curl, sending Expect: 100-continue, never
+    # sends it); a client that sends it anyway reads the answer once the server closes
+    s = raw_socket(server)
+    s.sendall(upload_head(4 * 2**20) + bytes(65536))
+    answer = read_answer(s)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), head
+    assert json.loads(body)["error"]["code"] == "upload_too_large"
+    # a chunked body, which gives no Content-Length, is cut off once over the limit
+    s = raw_socket(server)
+    s.sendall(upload_head(0).replace(b"Content-Length: 0", b"Transfer-Encoding: chunked"))
+    with contextlib.suppress(OSError):
+        for _ in range(64):
+            s.sendall(b"10000\r\n" + bytes(65536) + b"\r\n")
+    answer = read_answer(s)
+    assert answer.startswith(b"HTTP/1.1 413") and b"upload_too_large" in answer, answer[:300]
+
+
+def test_client_that_disconnects_mid_upload(server):
+    before = metric(server, "agekit_errors_total", '{code="client_disconnected"}')
+    for _ in range(3):
+        s = raw_socket(server)
+        s.sendall(upload_head(500_000) + photo_bytes()[:20_000])
+        s.close()
+    deadline = time.monotonic() + 10
+    while metric(server, "agekit_errors_total", '{code="client_disconnected"}') < before + 3:
+        assert time.monotonic() < deadline, "the disconnects were not seen"
+        time.sleep(0.2)
+    assert api(server, "/v1/estimate", photo_bytes(), "image/jpeg")[0] == 200
+
+
+def test_slow_loris_upload_times_out_and_others_are_served(server):
+    s = raw_socket(server)
+    s.sendall(upload_head(len(photo_bytes())))
+    answer = {}
+
+    def trickle():
+        start = time.monotonic()
+        data = b""
+        for i in range(60):  # one byte every 0.25 s: the photo would take 5 hours
+            with contextlib.suppress(OSError):
+                s.sendall(photo_bytes()[i:i + 1])
+            if select.select([s], [], [], 0.25)[0]:
+                while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+                    more = s.recv(65536)
+                    if not more:
+                        break
+                    data += more
+                break
+        answer["data"], answer["seconds"] = data, time.monotonic() - start
+
+    t = threading.Thread(target=trickle)
+    t.start()
+    time.sleep(0.5)
+    start = time.monotonic()
+    assert api(server, "/v1/estimate", photo_bytes(), "image/jpeg")[0] == 200  # served meanwhile
+    assert time.monotonic() - start < TIMEOUT_S
+    t.join()
+    s.close()
+    head, _, body = answer["data"].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), answer["data"][:200]
+    assert json.loads(body)["error"]["code"] == "upload_timeout"
+    assert TIMEOUT_S - 0.5 < answer["seconds"] < TIMEOUT_S + 3
+
+
+def test_overload_is_shed_with_503(server):
+    data = photo_bytes()
+    results = [None] * 10
+
+    def one(i):
+        results[i] = api(server, "/v1/estimate", data, "image/jpeg", timeout=60)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(results))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    statuses = sorted(r[0] for r in results)
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses.count(200) >= 3 and statuses.count(503) >= 1, statuses  # 1 thread + 2 waiting admitted
+    for status, headers, body in results:
+        if status == 503:
+            assert body["error"]["code"] == "busy" and int(headers["Retry-After"]) >= 1
+    assert api(server, "/v1/estimate", data, "image/jpeg")[0] == 200  # and it goes on
+
+
+def test_metrics_and_logs(server):
+    api(server, "/v1/estimate", photo_bytes(), "image/jpeg")
+    api(server, "/v1/estimate", b"", "image/jpeg")
+    api(server, "/v1/estimate", png_bomb(), "image/png")
+    assert metric(server, "agekit_requests_total", '{endpoint="/v1/estimate",status="200"}') >= 1
+    assert metric(server, "agekit_request_seconds_count", '{endpoint="/v1/estimate"}') >= 1
+    assert metric(server, "agekit_faces_total") >= 1
+    assert metric(server, "agekit_errors_total", '{code="empty_body"}') >= 1
+    assert metric(server, "agekit_queue_depth") == 0
+    time.sleep(0.3)
+    lines = [json.loads(line) for line in server.log_path.read_text().splitlines() if line.strip()]
+    requests_ = [r for r in lines if r.get("event") == "request"]
+    assert requests_ and all({"request_id", "status", "ms", "path"} <= set(r) for r in requests_)
+    assert any(r["status"] == 200 and r.get("faces") == 1 for r in requests_)
+    assert any(r.get("error_code") == "image_too_large" for r in requests_)
+    log = server.log_path.read_text()
+    b64 = base64.b64encode(photo_bytes()).decode()
+    assert b64[1000:1040] not in log and "JFIF" not in log  # no image, as bytes or base64, is ever logged
+
+
+def test_big_uploads_are_never_written_to_disk(server):
+    from PIL import Image
+    import numpy as np
+
+    def files():
+        return {p.name: p.stat().st_size for p in server.spool.iterdir()}
+
+    before = files()  # onnxruntime leaves a 51-byte session id (.ses) in TMPDIR when imported
+    noise = np.random.default_rng(0).integers(0, 255, (900, 900, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, "PNG")
+    assert 2**20 < len(buf.getvalue()) < 3 * 2**20  # over Starlette's 1 MB spooling size
+    data, ctype = multipart([("file", buf.getvalue(), "noise.png")])
+    status, _, doc = api(server, "/v1/estimate", data, ctype)
+    assert status == 200 and doc["faces"] == []  # no face is an answer, not an error
+    assert files() == before
+
+
+def test_bad_serve_options_are_one_line(tmp_path, capsys):
+    from agekit.cli import main
+
+    assert main(["serve", "--model", str(tmp_path / "missing.onnx")]) == 2
+    assert main(["serve", "--api-key-file", str(tmp_path / "none.txt")]) == 2
+    (tmp_path / "short.txt").write_text("abc\n")
+    assert main(["serve", "--api-key-file", str(tmp_path / "short.txt")]) == 2
+    assert main(["serve", "--concurrency", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "missing.onnx" in err and "none.txt" in err and "16 characters" in err and "--concurrency" in err
+    assert "Traceback" not in err
