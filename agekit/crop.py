@@ -75,7 +75,7 @@ def view_specs(cfg: dict) -> list[CropSpec]:
     """The crop of every input view: data.crop first, then data.extra_views (each overriding data.crop)."""
     base = cfg["data"]["crop"]
     specs = []
-    for i, view in enumerate([base] + list(cfg["data"]["extra_views"])):
+    for i, view in enumerate([base] + list(cfg["data"].get("extra_views") or [])):
         if not isinstance(view, dict):
             raise AgekitError(f"data.extra_views[{i - 1}] must be a mapping like {{size: 64, zoom: 1.4}}")
         try:

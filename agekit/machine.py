@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import sys
 from pathlib import Path
 
 
@@ -27,9 +28,12 @@ def cpu_flags() -> list[str]:
 
 def describe() -> dict:
     """CPU, cores, vector flags, OS, Python and the load average when measured (a shared machine's load
-    explains a slow figure)."""
+    explains a slow figure), and torch's version and threads when torch is loaded."""
     info = {"cpu": cpu_name(), "cores": os.cpu_count(), "cpu_flags": " ".join(cpu_flags()),
             "platform": platform.platform(), "python": platform.python_version()}
     if hasattr(os, "getloadavg"):
         info["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    torch = sys.modules.get("torch")  # described only when the measurement used it (never imported here)
+    if torch is not None:
+        info.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
     return info

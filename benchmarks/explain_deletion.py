@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import time
 from datetime import date
 from pathlib import Path
@@ -37,8 +36,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     args = parser.parse_args()
 
-    from agekit.explain.bands import run_bands, write_bands
     from agekit.explain.band_figures import _json_ready
+    from agekit.explain.bands import run_bands, write_bands
 
     t0 = time.perf_counter()
     result = run_bands(args.models.split(","), dataset="utkface", root=args.data, split="test",
@@ -57,7 +56,6 @@ def main() -> None:
     report = files["report"].read_text().replace("](", "](../../docs/img/explain/")
     out.with_suffix(".md").write_text(report + f"\n\nRun: `{data['run']['command']}`, {seconds / 60:.1f} min on a "
                                       f"{data['run']['note']}, {data['run']['date']}.\n")
-    shutil.copy(files["report"], figures / "bands.md")
     print(f"{seconds:.0f} s; wrote {out.with_suffix('.json')}, {out.with_suffix('.md')} and {figures}")
 
 

@@ -1,16 +1,17 @@
 """Load and overload of `agekit serve` over loopback: throughput, latency percentiles, errors, server memory.
 
-    python benchmarks/serve_load.py [--clients 16] [--requests 600] [--overload-clients 64]
-        [--overload-requests 3000] [--chips 300] [--data ../shared/data] [--out benchmarks/results/serve_load]
+    python benchmarks/serve_load.py [--clients 16] [--requests 1500] [--overload-clients 64]
+        [--overload-requests 20000] [--polite-requests 1500] [--chips 300] [--data ../shared/data] [--out benchmarks/results/serve_load]
 
 Starts `python -m agekit serve` on 127.0.0.1 with its defaults (2 scoring threads, a queue of 16; `--server-args`
 adds options) and runs two phases against it with threaded keep-alive HTTP clients, each client sending its
 next request as soon as it has its answer (closed loop):
 - load: --clients clients (default 16, all of which the queue admits), --requests requests;
-- overload: --overload-clients clients (default 64, far more than the 18 requests the server admits), who do
-  not wait after a 503 (the worst case: Retry-After ignored), --overload-requests requests. The server must
-  shed the excess with 503 `busy` at once: no timeouts, no connection errors, no crash, and the requests it
-  admits still answered within the queue's bound.
+- overload: --overload-clients clients (default 64, far more than the 18 requests the server admits), first
+  clients that send again at once after a 503 (the worst case: Retry-After ignored; --overload-requests),
+  then clients that wait the Retry-After seconds (--polite-requests). The server must shed the excess with
+  503 `busy` at once: no timeouts, no connection errors, no crash, and the requests it admits still
+  answered within the queue's bound.
 Photos: examples/astronaut.jpg (every 10th request) and --chips UTKFace face chips (200x200 JPEGs, a seeded
 sample) read into memory at run time from --data/UTKFace when present (nothing is copied or saved).
 The server's resident memory (VmRSS, and its peak VmHWM) is read from /proc before and after each phase.
@@ -43,13 +44,15 @@ PHOTO = ROOT / "examples" / "astronaut.jpg"
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clients", type=int, default=16)
-    p.add_argument("--requests", type=int, default=600)
+    p.add_argument("--requests", type=int, default=1500)
     p.add_argument("--overload-clients", type=int, default=64)
-    p.add_argument("--overload-requests", type=int, default=3000)
+    p.add_argument("--overload-requests", type=int, default=20000, help="for clients that retry at once")
+    p.add_argument("--polite-requests", type=int, default=1500,
+                   help="for the overload by clients that wait Retry-After seconds after a 503")
     p.add_argument("--chips", type=int, default=300, help="UTKFace chips to sample (0: the astronaut only)")
     p.add_argument("--data", default=os.environ.get("AGEKIT_DATA", str(ROOT.parent / "shared" / "data")))
     p.add_argument("--server-args", default="", help="more `agekit serve` options, e.g. '--workers 2'")
-    p.add_argument("--max-seconds", type=float, default=150, help="each phase stops after this long")
+    p.add_argument("--max-seconds", type=float, default=90, help="each phase stops after this long")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve_load"))
     return p.parse_args(argv)
@@ -112,8 +115,10 @@ def start_server(port: int, extra: list[str], log_path: Path) -> subprocess.Pope
     raise SystemExit("agekit serve did not become ready in 120 s")
 
 
-def run_phase(port: int, bodies: list[bytes], clients: int, total: int, max_seconds: float) -> dict:
-    """`clients` threads send POST /v1/estimate (raw JPEG bodies) until `total` requests or max_seconds."""
+def run_phase(port: int, bodies: list[bytes], clients: int, total: int, max_seconds: float,
+              honour_retry_after: bool = False) -> dict:
+    """`clients` threads send POST /v1/estimate (raw JPEG bodies) until `total` requests or max_seconds;
+    after a 503 a client sends its next request at once, or after Retry-After seconds."""
     lock = threading.Lock()
     counter = {"next": 0}
     records = []  # (status or error name, seconds)
@@ -139,16 +144,18 @@ def run_phase(port: int, bodies: list[bytes], clients: int, total: int, max_seco
                 resp = conn.getresponse()
                 resp.read()
                 outcome = resp.status
+                wait = float(resp.getheader("Retry-After") or 0) if outcome == 503 and honour_retry_after else 0
                 if resp.getheader("Connection", "").lower() == "close":
                     conn.close()
                     conn = None
             except (OSError, http.client.HTTPException) as exc:
-                outcome = type(exc).__name__
+                outcome, wait = type(exc).__name__, 0
                 if conn is not None:
                     conn.close()
                 conn = None
             with lock:
                 records.append((outcome, time.perf_counter() - start))
+            time.sleep(wait)
         if conn is not None:
             conn.close()
 
@@ -218,7 +225,7 @@ def markdown(doc: dict) -> str:
                      f"{outcomes} | {ok.get('p50')} / {ok.get('p95')} / {ok.get('p99')} / {ok.get('max')} | "
                      f"{'-' if not shed else str(shed['p50']) + ' / ' + str(shed['p99'])} | {ph['rss_before']['rss']} -> "
                      f"{ph['rss_after']['rss']} ({ph['rss_after']['peak']}) |")
-    lines += ["", f"Server alive and ready after both phases: {doc['alive_after']}.", ""]
+    lines += ["", f"Server alive and ready after every phase: {doc['alive_after']}.", ""]
     return "\n".join(lines)
 
 
@@ -233,17 +240,19 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     extra = shlex.split(args.server_args)
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"serve_load_{port}.log"
-    doc = {"command": "python benchmarks/serve_load.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+    doc = {"command": " ".join(["python benchmarks/serve_load.py"] + [shlex.quote(a) for a in (argv or sys.argv[1:])]),
            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine.describe(),
            "versions": versions(), "server_args": " ".join(extra) or "(defaults: --concurrency 2 --queue 16)",
            "model": "default", "photos": photo_info, "phases": []}
     proc = start_server(port, extra, log_path)
     try:
         run_phase(port, bodies, 2, 10, 60)  # warm-up, not reported
-        for name, clients, total in (("load", args.clients, args.requests),
-                                     ("overload", args.overload_clients, args.overload_requests)):
+        for name, clients, total, polite in (
+                ("load", args.clients, args.requests, False),
+                ("overload, clients retry at once", args.overload_clients, args.overload_requests, False),
+                ("overload, clients wait Retry-After", args.overload_clients, args.polite_requests, True)):
             before = rss_mb(proc.pid)
-            phase = run_phase(port, bodies, clients, total, args.max_seconds)
+            phase = run_phase(port, bodies, clients, total, args.max_seconds, polite)
             phase.update(name=name, rss_before=before, rss_after=rss_mb(proc.pid))
             doc["phases"].append(phase)
             print(json.dumps(phase), flush=True)

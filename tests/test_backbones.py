@@ -123,7 +123,7 @@ def test_bad_options_are_agekit_errors():
 
 
 def test_register_backbone(monkeypatch):
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry.BACKBONES, "_entries", dict(registry.BACKBONES._entries))
 
     @register_backbone("toy", default_input_size=32, description="toy", paper="none")
     def toy(*, in_size, pool):

@@ -27,7 +27,7 @@ def region_model(path: Path) -> Path:
 
     y0, y1, x0, x1 = REGION
     ages = np.arange(0, 101, dtype=np.float32)
-    const = lambda name, arr: helper.make_tensor(name, TensorProto.FLOAT if arr.dtype == np.float32  # noqa: E731
+    const = lambda name, arr: helper.make_tensor(name, TensorProto.FLOAT if arr.dtype == np.float32
                                                  else TensorProto.INT64, arr.shape, arr.ravel().tolist())
     inits = [const("starts", np.array([y0, x0], np.int64)), const("ends", np.array([y1, x1], np.int64)),
              const("axes", np.array([2, 3], np.int64)), const("ax1", np.array([1], np.int64)), const("w", np.array(40.0, np.float32)),
@@ -187,7 +187,7 @@ def test_distribution_chart_and_png():
     assert chart.shape == (200, 420, 3) and chart.dtype == np.uint8
     red = (chart[..., 0] > 150) & (chart[..., 1] < 80) & (chart[..., 2] < 80)  # the estimate's line
     cols = np.nonzero(red.any(0))[0]
-    x40 = 36 + 40 / 100 * (420 - 10 - 36)
+    x40 = 14 + 40 / 100 * (420 - 14 - 14)
     assert abs(cols.mean() - x40) < 2
     assert png_bytes(chart)[:4] == b"\x89PNG"
 
@@ -206,7 +206,8 @@ def test_grad_cam_peaks_on_the_region_a_network_reads(torch_one_thread):
     import torch
     from torch import nn
 
-    from agekit.explain.gradcam import default_layer, grad_cam
+    from agekit.errors import AgekitError
+    from agekit.explain.gradcam import check_layers, default_layer, grad_cam
 
     class Gate(nn.Module):
         def __init__(self):
@@ -233,6 +234,9 @@ def test_grad_cam_peaks_on_the_region_a_network_reads(torch_one_thread):
     net = Net()
     crops = textured(2 * S, S).reshape(2, S, S, 3)
     assert default_layer(net, S) == "gate"
+    check_layers(net, ["conv", "gate"], S)
+    with pytest.raises(AgekitError, match="'head' has no spatial output"):
+        check_layers(net, ["gate", "head"], S)
     cams = grad_cam(net, crops)
     assert cams.shape == (2, S, S) and np.isfinite(cams).all() and cams.max() == pytest.approx(1.0)
     for cam in cams:
@@ -244,11 +248,11 @@ def test_grad_cam_peaks_on_the_region_a_network_reads(torch_one_thread):
 def test_grad_cam_through_an_agekit_model_matches_its_decoded_age(torch_one_thread):
     import torch
 
-    from agekit.config import load_config
+    from agekit.config import load_config, resolve_config_path
     from agekit.explain.gradcam import expected_age, feature_maps, grad_cam, stage_ends
     from agekit.models.age_model import build_model
 
-    cfg = load_config("utkface_light_cnn64_dldlv2")
+    cfg = load_config(resolve_config_path("utkface_light_cnn64_dldlv2"))
     model = build_model(cfg, pretrained=False).eval()
     size = cfg["data"]["crop"]["size"]
     crops = textured(2 * size, size).reshape(2, size, size, 3)
@@ -298,18 +302,25 @@ def test_explain_cli_usage_errors(capsys, tmp_path):
     assert code == 2 and "not a folder" in capsys.readouterr().err
 
 
-def test_deletion_check_and_band_report_on_a_small_slice(utkface_root, tmp_path):
+def test_deletion_check_and_band_report_on_a_small_slice(utkface_root, tmp_path, synthetic):
     from agekit.explain.bands import run_bands, write_bands
 
-    result = run_bands(["fast"], root=utkface_root, per_band=1, grid=4, threads=1, progress=False)
-    m = result["models"]["fast"]
-    assert m["n_faces"] == result["protocol"]["found"] >= 4
-    d = m["deletion"]
-    assert np.isfinite([d["salient_mean"], d["random_mean"]]).all() and d["salient_mean"] > d["random_mean"]
-    for band in m["bands"].values():
-        assert band["mean_map"].shape == (64, 64) and np.isfinite(band["mean_map"]).all()
+    # two models side by side: the synthetic one (its age depends on one region, so deleting its most
+    # salient 10% must move the age more than a random 10%) and the packaged fast model
+    result = run_bands([str(synthetic.model.path), "fast"], root=utkface_root, per_band=1, threads=1,
+                       progress=False)
+    assert list(result["models"]) == ["region", "fast"]
+    for m in result["models"].values():
+        assert m["n_faces"] == result["protocol"]["found"] >= 4
+        d = m["deletion"]
+        assert np.isfinite([d["salient_mean"], d["random_mean"], d["difference"]]).all()
+        for band in m["bands"].values():
+            assert np.isfinite(band["mean_map"]).all() and band["mean_map"].mean() == pytest.approx(1, abs=1e-3)
+    d = result["models"]["region"]["deletion"]
+    assert d["salient_mean"] > 3 * d["random_mean"] and d["salient_wins"] == 1.0
+    assert result["models"]["fast"]["bands"]["adults"]["mean_map"].shape == (64, 64)
     files = write_bands(tmp_path, result)
     md = files["report"].read_text()
     assert "](bands.png)" in md and "](deletion.png)" in md and "| fast | all |" in md
     saved = json.loads(files["json"].read_text())
-    assert saved["models"]["fast"]["deletion"]["n"] == m["n_faces"]
+    assert saved["models"]["fast"]["deletion"]["n"] == result["models"]["fast"]["n_faces"]

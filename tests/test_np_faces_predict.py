@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 @pytest.fixture(scope="module")
 def setup(fgnet_root, tmp_path_factory):
-    """The tiny exported model of tests/runtime_support.py, its bank beside it, and photos of one FG-NET
+    """The committed tiny model (tests/data/tiny-age.onnx), its bank beside it, and photos of one FG-NET
     subject who is not in the bank."""
     pytest.importorskip("onnxruntime")
     from support.models import copy_tiny_model as tiny_model

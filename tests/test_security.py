@@ -1,5 +1,5 @@
 """Files from elsewhere cannot make agekit run code or read outside what they name: checkpoints are
-unpickled with torch's restricted unpickler (agekit.engine.checkpoint.load_restricted), and
+unpickled with torch's restricted unpickler (agekit.models.restricted_load.load_restricted), and
 `--context-dir`'s ages.csv names only files inside its folder (agekit.runtime.context.read_ages_csv)."""
 import os
 import shutil

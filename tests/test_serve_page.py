@@ -6,7 +6,6 @@ import os
 import shutil
 
 import pytest
-
 from test_serve import PHOTO, Server, request
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -8,7 +8,9 @@ from agekit.bench.parsing import BenchOptions
 from agekit.bench.planning import Plan, make_plan
 from agekit.bench.results import build_results, write_tables
 from agekit.bench.resume import check_run_folder, eval_dir, is_done, read_json
+from agekit.bench.table import write_results
 from agekit.errors import AgekitError
+from agekit.io import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +23,6 @@ def _train(cfg: dict, progress: bool) -> dict:
 def _evaluate(run: dict, latency: bool, progress: bool, report: bool = True) -> dict:
     """Test-split evaluation of the run's best.pt into run_dir/eval/ (full report, or metrics.json only)."""
     from agekit.engine.evaluate import evaluate_checkpoint
-    from agekit.io import write_json_atomic
 
     device = str(run["cfg"]["train"]["device"])
     if device == "auto":
@@ -84,7 +85,6 @@ def execute(plan: Plan, progress: bool = True, eval_report: bool = True) -> dict
         raise
     finally:
         results = build_results(plan)
-        from agekit.bench.table import write_results
 
         write_results(plan.out_dir, results)
     if failures:

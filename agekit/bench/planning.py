@@ -16,6 +16,7 @@ from agekit.bench.parsing import (
     slug,
 )
 from agekit.config import load_config, resolve_config_path, validate
+from agekit.data.records import AGE_VALID_RANGE, read_dataset
 from agekit.errors import AgekitError
 
 PROTOCOLS = ("standard", "fgnet_lopo")
@@ -161,7 +162,6 @@ def lopo_crop(base: dict, pretrained: dict) -> dict:
 
 
 def plan_lopo(opts: BenchOptions) -> Plan:
-    from agekit.data.records import AGE_VALID_RANGE, read_dataset
     from agekit.engine.checkpoint import read_checkpoint
     from agekit.engine.data import data_root
 

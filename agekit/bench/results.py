@@ -5,13 +5,13 @@ from __future__ import annotations
 import copy
 import datetime
 
+from agekit import __version__
 from agekit.bench.planning import PER_RUN_KEYS, Plan
 from agekit.bench.resume import run_record
+from agekit.bench.table import summarize_rows, write_results
 
 
 def build_results(plan: Plan) -> dict:
-    from agekit import __version__
-    from agekit.bench.table import summarize_rows
 
     by_name = {v["name"]: v for v in plan.variants}
     runs = [run_record(r, by_name[r["name"]]) for r in plan.runs]
@@ -104,6 +104,5 @@ def _protocol_notes(plan: Plan, done: list, headers: list) -> list[str]:
 
 
 def write_tables(plan: Plan, with_plot: bool = True) -> dict:
-    from agekit.bench.table import write_results
 
     return write_results(plan.out_dir, build_results(plan), with_plot=with_plot)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from agekit.config import DEFAULTS
 from agekit.errors import AgekitError
 
 # Config keys that do not change what a run computes; ignored when checking a run folder against the plan.
@@ -31,7 +32,6 @@ MISSING = "<missing>"
 
 
 def _default_at(path):
-    from agekit.config import DEFAULTS
 
     node = DEFAULTS
     for key in path:

@@ -12,8 +12,10 @@ rebuilt at any time from whatever runs have finished. Conventions:
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
+import yaml
 
 from agekit.io import atomic_path, write_json_atomic, write_text_atomic
 
@@ -181,7 +183,6 @@ def _lopo_table(rows: list[dict]) -> list[str]:
 
 
 def _yaml(obj) -> str:
-    import yaml
 
     return yaml.safe_dump(obj, sort_keys=False)
 
@@ -217,7 +218,6 @@ def plot(results: dict, path) -> None:
 
 def write_results(out_dir, results: dict, with_plot: bool = True) -> dict:
     """Write results.json, results.md (and results.png) into out_dir; return {name: path}."""
-    from pathlib import Path
 
     out_dir = Path(out_dir)
     files = {"json": out_dir / "results.json", "md": out_dir / "results.md"}

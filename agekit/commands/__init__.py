@@ -14,7 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("data", "inspect and verify datasets"),
     "eval": ("eval", "evaluate a checkpoint or an exported ONNX model: metrics, Markdown report, plots"),
     "explain": ("explain", "heat maps of the face regions that move each age estimate, and its distribution"),
-    "explain-bands": ("explain", "mean saliency per age band over a dataset split, and the deletion check"),
+    "saliency": ("explain", "mean saliency per age band over a dataset split, and the deletion check"),
     "export": ("export", "turn a checkpoint into an ONNX model for agekit predict"),
     "methods": ("methods", "list the registered age-estimation methods"),
     "np-demo": ("np", "train neural processes (CNP, NP, ANP) on random sine functions"),

@@ -4,6 +4,10 @@ from __future__ import annotations
 import argparse
 import shlex
 
+from agekit.bench import BenchOptions, run_bench
+from agekit.bench.parsing import parse_seeds
+from agekit.bench.table import DASH
+
 EPILOG = """\
 examples:
   agekit bench --methods all --data utkface --backbone light_cnn64 --epochs 3 --seeds 3
@@ -74,8 +78,6 @@ def command_line(args) -> str:
 
 
 def run(args) -> int:
-    from agekit.bench import BenchOptions, run_bench
-    from agekit.bench.parsing import parse_seeds
 
     opts = BenchOptions(protocol=args.protocol, methods=args.methods, data=args.data, root=args.root,
                         backbone=args.backbone, epochs=args.epochs, seeds=parse_seeds(args.seeds), size=args.size,
@@ -87,7 +89,6 @@ def run(args) -> int:
     plan, results = out["plan"], out["results"]
     print(f"{len(results['rows'])} rows, {sum(r['status'] == 'done' for r in results['runs'])} of "
           f"{len(results['runs'])} runs finished")
-    from agekit.bench.table import DASH
 
     for row in results["rows"]:
         if row["mae_mean"] is None:

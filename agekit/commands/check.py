@@ -1,9 +1,10 @@
 """agekit check --min-age 18 PATH... : over / under / uncertain for every face, with the probability."""
 from __future__ import annotations
 
+from agekit.runtime.cli import _fmt, add_common_arguments, interval_text, run_command
+
 
 def register(sub):
-    from agekit.runtime.cli import add_common_arguments
 
     p = sub.add_parser("check", help="age check: is each face over a minimum age (over/under/uncertain)",
                        description="For each face: 'over' when its calibrated interval lies at or above --min-age, "
@@ -26,7 +27,6 @@ def per_face(min_age: float):
 
 
 def columns(args):
-    from agekit.runtime.cli import _fmt, interval_text
 
     m = f"{args.min_age:g}"
     if args.output == "csv":
@@ -43,6 +43,5 @@ def columns(args):
 
 
 def run(args) -> int:
-    from agekit.runtime.cli import run_command
 
     return run_command(args, columns(args), per_face=per_face(args.min_age))

@@ -9,6 +9,8 @@ import shlex
 from pathlib import Path
 
 from agekit.errors import AgekitError
+from agekit.eval.pipeline import default_out_dir, evaluate_onnx, write_pipeline_report
+from agekit.runtime.onnx_model import is_packaged_name
 
 ONNX_ONLY = ("limit", "thresholds", "shift", "threads")
 
@@ -68,7 +70,6 @@ def parse_shift(text: str | None):
 
 
 def run(args) -> int:
-    from agekit.runtime.onnx_model import is_packaged_name
 
     if is_packaged_name(args.checkpoint) or Path(args.checkpoint).suffix.lower() == ".onnx":
         return run_onnx(args)
@@ -109,7 +110,6 @@ def onnx_command(args) -> str:
 
 
 def run_onnx(args) -> int:
-    from agekit.eval.pipeline import default_out_dir, evaluate_onnx, write_pipeline_report
 
     command = onnx_command(args)
     result = evaluate_onnx(args.checkpoint, dataset=args.dataset, root=args.data, split=args.split,

@@ -1,10 +1,10 @@
 """agekit explain PHOTO... --out DIR : which regions of each face move its age estimate, and its predicted
-age distribution; agekit explain-bands MODEL... : the same averaged per age band over a dataset split, with
+age distribution; agekit saliency MODEL... : the same averaged per age band over a dataset split, with
 the deletion check (agekit.explain.bands).
 
 Two commands rather than one with a --dataset switch: they take different inputs (a user's photos vs a
 dataset split and one or more models), write different things (per-face pictures vs aggregates and a
-table), and explain-bands reads research datasets, which a user explaining a photo never needs.
+table), and saliency reads research datasets, which a user explaining a photo never needs.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def register(sub):
     p.add_argument("--threads", type=int, help="onnxruntime threads")
     p.set_defaults(func=run)
 
-    b = sub.add_parser("explain-bands", help="mean saliency per age band over a dataset split, and the deletion check",
+    b = sub.add_parser("saliency", help="mean saliency per age band over a dataset split, and the deletion check",
                        description="For one or more models: occlusion maps of a seeded sample of faces per age band "
                                    "(infants 0-2, children 3-12, teenagers 13-19, adults 20-59, seniors 60+) of a "
                                    "dataset split, averaged per band into one figure (models side by side), the "
@@ -111,7 +111,7 @@ def _checkpoint_model(args, est):
             raise AgekitError("--layers needs --checkpoint (feature maps come from the torch network)")
         return None, []
     try:
-        from agekit.explain.gradcam import load_checkpoint, stage_ends
+        from agekit.explain.gradcam import check_layers, load_checkpoint, stage_ends
     except ModuleNotFoundError as exc:
         raise AgekitError(f"--checkpoint needs torch ({exc.name} is missing): pip install -e '.[train]'") from None
     model, specs = load_checkpoint(args.checkpoint)
@@ -123,6 +123,7 @@ def _checkpoint_model(args, est):
         layers = stage_ends(model, specs[0].size)[-3:]
     elif args.layers:
         layers = [name.strip() for name in args.layers.split(",") if name.strip()]
+    check_layers(model, layers, specs[0].size)  # before any file is written
     return model, layers
 
 
@@ -132,7 +133,12 @@ def run(args) -> int:
     from agekit.errors import ImageError
     from agekit.explain.geometry import region_masks, region_shares
     from agekit.explain.occlusion import check_options
-    from agekit.explain.render import distribution_chart, face_panel, layer_grid, photo_overlay
+    from agekit.explain.render import (
+        distribution_chart,
+        face_panel,
+        layer_grid,
+        photo_overlay,
+    )
     from agekit.io import load_image, write_json_atomic
     from agekit.runtime import AgeEstimator
 
@@ -205,13 +211,13 @@ def _save_npz(path: Path, arrays: dict) -> None:
 
     from agekit.io import atomic_path
 
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
 
 
 def run_bands(args) -> int:
-    from agekit.explain.bands import run_bands as run_all, write_bands
+    from agekit.explain.bands import run_bands as run_all
+    from agekit.explain.bands import write_bands
 
     result = run_all(args.models, dataset=args.dataset, root=args.data, split=args.split, per_band=args.per_band,
                      fraction=args.fraction, grid=args.grid, fill=args.fill, seed=args.seed, threads=args.threads,

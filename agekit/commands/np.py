@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
-import platform
 import time
 from pathlib import Path
 
+from agekit import machine
 from agekit.errors import AgekitError
+from agekit.io import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,14 @@ def run(args) -> int:
     names = check_args(args)
     import torch
 
-    from agekit.io import atomic_path, write_json_atomic
-    from agekit.neural_process import SineSampler, SineTask, build_model, evaluate, prior_log_likelihood, train_model
+    from agekit.neural_process import (
+        SineSampler,
+        SineTask,
+        build_model,
+        evaluate,
+        prior_log_likelihood,
+        train_model,
+    )
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -128,8 +134,7 @@ def run(args) -> int:
         "table_ll": {name: {str(n): round(r["by_context"][str(n)]["ll"], 3) for n in CONTEXT_SIZES}
                      for name, r in results.items()},
         "seconds_total": round(total, 1),
-        "machine": {"platform": platform.platform(), "processor": _cpu_name(),
-                    "cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "machine": machine.describe(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "figure": str(png),
     }
@@ -142,16 +147,6 @@ def run(args) -> int:
     print(f"prior  {prior['ll']:10.3f} (any context)")
     print(f"total {total:.0f} s; wrote {png} and {out / 'np_demo.json'}")
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def demo_figure(models: dict, results: dict, batch, index: int = 0, seed: int = 0):

@@ -5,12 +5,16 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from agekit import machine
 from agekit.errors import AgekitError
+from agekit.personalise.evaluate import evaluate_lopo
+from agekit.personalise.features import fgnet_features
+from agekit.personalise.fit import FitConfig, fit_face_np
+from agekit.personalise.report import write_outputs
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +108,6 @@ def _set_threads(n: int) -> None:
 
 
 def _fit_config(args, **extra):
-    from agekit.personalise.fit import FitConfig
 
     cfg = FitConfig(seed=args.seed, **extra)
     if getattr(args, "steps", None) is not None:
@@ -114,30 +117,6 @@ def _fit_config(args, **extra):
     if getattr(args, "target", None):
         cfg.target = args.target
     return cfg
-
-
-def _machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"platform": platform.platform(), "processor": cpu, "cpu_count": os.cpu_count(),
-            "python": platform.python_version()}
-    try:
-        import torch
-
-        info.update(torch=torch.__version__, threads=torch.get_num_threads())
-    except ImportError:
-        pass
-    try:
-        info["load_average"] = [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        pass
-    return info
 
 
 def _command_line(args) -> str:
@@ -170,9 +149,6 @@ def run_eval(args) -> int:
         raise AgekitError(f"--out {out} exists and is not a folder")
     cfg = _fit_config(args)
     _set_threads(args.threads)
-    from agekit.personalise.evaluate import evaluate_lopo
-    from agekit.personalise.features import fgnet_features
-    from agekit.personalise.report import write_outputs
 
     t0 = time.perf_counter()
     ff = fgnet_features(args.checkpoint, data, use_cache=not args.no_cache, subjects=parse_subjects(args.subjects))
@@ -195,7 +171,7 @@ def run_eval(args) -> int:
                      "fit": asdict(cfg)},
         "default_variant": cfg.variant, "min_context": cfg.min_context,
         "feature_seconds": round(feat_s, 1), "seconds_total": round(time.perf_counter() - t0, 1),
-        "machine": _machine(), "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine.describe(), "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     })
     files = write_outputs(out, results)
     s = results["summary"]
@@ -215,8 +191,6 @@ def run_bank(args) -> int:
     if out.is_dir():
         raise AgekitError(f"--out {out} is a folder")
     _set_threads(args.threads)
-    from agekit.personalise.features import fgnet_features
-    from agekit.personalise.fit import fit_face_np
 
     t0 = time.perf_counter()
     ff = fgnet_features(args.checkpoint, data, use_cache=not args.no_cache, subjects=parse_subjects(args.subjects))

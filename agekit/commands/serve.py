@@ -76,9 +76,9 @@ def run(args) -> int:
     from agekit.serve.settings import ENV_VAR
 
     settings = settings_from_args(args)
-    options = dict(host=args.host, port=args.port, log_config=log_config(args.log_level), access_log=False,
-                   limit_concurrency=args.max_connections, timeout_graceful_shutdown=settings.timeout + 5,
-                   server_header=False)
+    options = {"host": args.host, "port": args.port, "log_config": log_config(args.log_level), "access_log": False,
+               "limit_concurrency": args.max_connections, "timeout_graceful_shutdown": settings.timeout + 5,
+               "server_header": False}
     if args.workers == 1:
         estimator = load_estimator(settings)  # a bad --model is one line and exit 2, before anything listens
         uvicorn.run(create_app(settings, estimator), **options)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 from agekit.config import load_config, packaged_configs, resolve_config_path
@@ -43,6 +44,5 @@ def run(args) -> int:
 
 
 def _is_rank0() -> bool:
-    import os
 
     return os.environ.get("RANK", "0") == "0"

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from agekit.data.cache import default_cache_dir
+from agekit.detect import DEFAULT_DETECTOR, create_detector, detect_with_rotation
 from agekit.errors import AgekitError, ImageError
 from agekit.io import load_image, write_json_atomic
 
@@ -47,7 +49,6 @@ def main_face(faces, shape):
 
 def _detect_chunk(args):
     items, detector_name, threshold = args
-    from agekit.detect import create_detector, detect_with_rotation
 
     det = create_detector(detector_name, threshold=threshold, threads=1)
     out = {}
@@ -72,7 +73,6 @@ def _cache_file(dataset, records, detector, threshold, cache_dir) -> Path:
     h = hashlib.sha1(f"v{DETECTIONS_VERSION}|{detector}|{threshold}".encode())
     for r in records:
         h.update(r.key.encode())
-    from agekit.data.cache import default_cache_dir
 
     base = Path(cache_dir) if cache_dir else default_cache_dir()
     return base / f"detections-{dataset}-{detector}-{h.hexdigest()[:12]}.json"
@@ -81,7 +81,6 @@ def _cache_file(dataset, records, detector, threshold, cache_dir) -> Path:
 def detect_records(dataset: str, records, detector: str = "default", threshold=None, cache_dir=None,
                    workers: int | None = None, progress: bool = True) -> dict:
     """{record key: detection dict or {"error": reason}} for every record, from the cache when present."""
-    from agekit.detect import DEFAULT_DETECTOR
 
     name = DEFAULT_DETECTOR if detector in (None, "", "default") else str(detector)
     path = _cache_file(dataset, records, name, threshold, cache_dir)

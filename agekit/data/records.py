@@ -1,11 +1,14 @@
 """The record every dataset reader produces, and the reader registry."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from agekit.crop import five_points
 from agekit.registry import Registry
 
 # Folder names under $AGEKIT_DATA (default ../shared/data) when no dataset root is given.
@@ -44,7 +47,6 @@ class FaceRecord:
         """The (5, 2) alignment points (eyes, nose tip, mouth corners), or None without landmarks."""
         if self.landmarks is None:
             return None
-        from agekit.crop import five_points
 
         return five_points(self.landmarks, self.landmark_layout)
 
@@ -68,8 +70,6 @@ def register_reader(name: str):
 
 def default_root(dataset: str):
     """$AGEKIT_DATA (default ../shared/data) / the dataset's usual folder name."""
-    import os
-    from pathlib import Path
 
     return Path(os.environ.get("AGEKIT_DATA", "../shared/data")) / DEFAULT_FOLDERS.get(dataset, dataset)
 

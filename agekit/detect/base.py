@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from agekit.errors import AgekitError
@@ -208,7 +209,6 @@ def unrotate_face(face: Face, rotation: int, width: int, height: int) -> Face:
 def shrink(image: np.ndarray, side: int | None) -> tuple[np.ndarray, float]:
     """(the image reduced so that its longer side is at most `side`, the factor); (image, 1.0) when it is
     not larger or side is None/0. INTER_AREA, as the detectors reduce images."""
-    import cv2
 
     h, w = image.shape[:2]
     if not side or max(h, w) <= side:

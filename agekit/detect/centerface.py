@@ -49,6 +49,7 @@ import numpy as np
 
 from agekit.detect.base import Detector, Face, missing_dependency
 from agekit.errors import AgekitError
+from agekit.onnx_session import make_session
 
 STRIDE = 4
 NMS_IOU = 0.3
@@ -154,7 +155,6 @@ class CenterFaceDetector(Detector):
             import onnxruntime  # noqa: F401
         except ModuleNotFoundError as exc:
             raise missing_dependency("centerface", "onnxruntime", exc) from None
-        from agekit.onnx_session import make_session
 
         self.max_side = None if max_side is None else int(max_side)
         if self.max_side is not None and self.max_side < 0:

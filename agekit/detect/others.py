@@ -23,6 +23,7 @@ import numpy as np
 
 from agekit.crop import five_points
 from agekit.detect.base import Detector, Face, face_roll, missing_dependency
+from agekit.detect.centerface import CenterFaceDetector
 from agekit.errors import AgekitError
 
 DLIB_INSTALL = "python -m pip install dlib-bin==20.0.1.post1 face-recognition-models==0.3.0"
@@ -82,7 +83,6 @@ class CenterFaceDlib68Detector(Detector):
     name = "centerface-dlib68"
 
     def __init__(self, threshold: float | None = None, min_face: float = 0, max_faces: int | None = None, **opts):
-        from agekit.detect.centerface import CenterFaceDetector
 
         self.default_threshold = CenterFaceDetector.default_threshold
         super().__init__(threshold=threshold, min_face=min_face, max_faces=max_faces)

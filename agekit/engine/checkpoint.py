@@ -11,18 +11,17 @@ foreign object, before anything in it is built.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import pickle
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from agekit import __version__
+from agekit.detect.base import DEFAULT_DETECTOR
 from agekit.errors import AgekitError
 from agekit.io import atomic_path
+from agekit.models.restricted_load import load_restricted
 
 FORMAT = "agekit-checkpoint-v1"
 
@@ -85,62 +84,9 @@ def inference_spec(cfg: dict) -> dict:
 
 def _detector_name(name) -> str:
     if name in (None, "", "default"):
-        from agekit.detect.base import DEFAULT_DETECTOR
 
         return DEFAULT_DETECTOR
     return str(name)
-
-
-def _numpy_globals() -> list:
-    """numpy's pickle constructors for scalars and arrays, under numpy 2's and numpy 1's module names (a
-    checkpoint pickled with numpy 1 names numpy.core.multiarray.*)."""
-    core = getattr(np, "_core", None) or np.core
-    scalar, reconstruct = core.multiarray.scalar, core.multiarray._reconstruct
-    out = [np.ndarray, np.dtype, scalar, reconstruct]
-    if torch.__version__ >= (2, 6):  # (object, "the name a file uses") entries: torch 2.6+
-        for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-            if mod != scalar.__module__:
-                out += [(scalar, f"{mod}.scalar"), (reconstruct, f"{mod}._reconstruct")]
-    # dtype classes (numpy.dtypes.Float64DType, ...), which some numpy versions pickle by name
-    out += sorted({type(np.dtype(c)) for c in "?bBhHiIlLqQefdgFDGUS"}, key=lambda t: t.__name__)
-    return out
-
-
-ALLOWED_NUMPY = _numpy_globals()
-_FOREIGN = re.compile(r"\bGLOBAL ([\w.]+)")  # torch's words for a refused global, in its several messages
-_WEIGHTS_ERROR = re.compile(r"WeightsUnpickler error:\s*([^\n]+)")
-
-
-@contextlib.contextmanager
-def _allowed_numpy():
-    safe = getattr(torch.serialization, "safe_globals", None)
-    if safe is None:  # torch 2.4: no context manager; the process-wide list then
-        torch.serialization.add_safe_globals(ALLOWED_NUMPY)
-        yield
-    else:
-        with safe(ALLOWED_NUMPY):
-            yield
-
-
-def load_restricted(path, what: str = "checkpoint"):
-    """torch.load with the restricted unpickler and the numpy allow-list. A file that names any other Python
-    object (a pickle that would run code) raises AgekitError, one line naming the file and the object; any
-    other unreadable file: AgekitError 'not a readable {what}'."""
-    try:
-        with _allowed_numpy():
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        text = str(exc)
-        found = _FOREIGN.search(text)
-        if found or "Unsupported global" in text:
-            name = found.group(1) if found else "a Python object"
-            raise AgekitError(f"{path}: refused to load this {what}: it names {name}, which is neither weights nor "
-                              "plain data, and unpickling it could run code (load only files you trust)") from None
-        detail = _WEIGHTS_ERROR.search(text)
-        reason = detail.group(1).strip() if detail else type(exc).__name__
-        raise AgekitError(f"{path}: not a readable {what} ({reason})") from None
-    except Exception as exc:  # torch raises many types for a bad file
-        raise AgekitError(f"{path}: not a readable {what} ({type(exc).__name__})") from None
 
 
 def read_checkpoint(path) -> dict:

@@ -11,8 +11,15 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from agekit.crop import crop_face, view_specs
 from agekit.data.cache import build_or_load
+from agekit.data.detected import attach_detections
 from agekit.data.records import AGE_VALID_RANGE, default_root, read_dataset
-from agekit.data.splits import assign_splits, hash_unit, seeded_subset, select, write_split_file
+from agekit.data.splits import (
+    assign_splits,
+    hash_unit,
+    seeded_subset,
+    select,
+    write_split_file,
+)
 from agekit.errors import AgekitError, ImageError
 from agekit.io import load_image
 
@@ -166,7 +173,6 @@ def _load_one(cfg: dict, splits, run_dir, progress, split_name: str = "split.csv
     if not records:
         raise AgekitError(f"{root}: no usable labelled images for dataset '{d['dataset']}'")
     if d.get("landmarks") == "detect":
-        from agekit.data.detected import attach_detections
 
         records, _ = attach_detections(d["dataset"], records, d.get("detector", "default"),
                                        cache_dir=d["cache_dir"], progress=progress)

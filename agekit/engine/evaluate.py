@@ -13,6 +13,8 @@ from agekit.engine.checkpoint import load_model
 from agekit.engine.data import data_root, load_splits
 from agekit.engine.inference import predict_images
 from agekit.engine.precision import resolve_precision
+from agekit.eval.metrics import compute_metrics
+from agekit.eval.report import write_report
 
 
 def evaluate_checkpoint(checkpoint, *, split="test", dataset=None, root=None, split_spec=None, out_dir=None,
@@ -47,7 +49,6 @@ def evaluate_checkpoint(checkpoint, *, split="test", dataset=None, root=None, sp
     records = part.records
     race = np.array([-1 if r.race is None else r.race for r in records])
     age_std = np.array([np.nan if r.age_std is None else r.age_std for r in records])
-    from agekit.eval.metrics import compute_metrics
 
     metrics = compute_metrics(
         part.ages, pred["age"], gender=part.genders, gender_pred=pred.get("gender_prob"), race=race,
@@ -90,7 +91,6 @@ def evaluate_checkpoint(checkpoint, *, split="test", dataset=None, root=None, sp
         rows.append(row)
     files = {}
     if out_dir is not None:
-        from agekit.eval.report import write_report
 
         spec = CropSpec(**d["crop"])
         by_path = {r.path: r for r in records}

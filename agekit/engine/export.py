@@ -29,9 +29,10 @@ from agekit import __version__
 from agekit.engine.checkpoint import load_model
 from agekit.errors import AgekitError
 from agekit.io import atomic_path
-from agekit.runtime.calibration import DEFAULT_LEVEL, calibrate
 from agekit.onnx_session import make_session
+from agekit.runtime.calibration import DEFAULT_LEVEL, calibrate
 from agekit.runtime.onnx_model import FORMAT, METADATA_KEY, to_nchw, view_input_name
+from agekit.runtime.quantize import quantization_cost, quantize_model
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -214,7 +215,6 @@ def export_checkpoint(checkpoint, out, *, calibrate_on: str = "val", quantize: s
     if needs_data:
         views, ages = validation_data(payload, data_root, progress=progress)
     if quantize:
-        from agekit.runtime.quantize import quantization_cost, quantize_model
 
         mode = "static" if quantize == "int8" else "dynamic"
         int8 = quantize_model(model_bytes, views, mode=mode)

@@ -177,6 +177,15 @@ def _confusion_figure(matrix, figure):
     return fig
 
 
+def best_and_worst(rows: list[dict], k: int = PER_GROUP) -> tuple[list, list]:
+    """The k smallest and the k largest absolute errors (worst first); a group of fewer than 2k rows is
+    split so that no row is both."""
+    order = sorted(rows, key=lambda r: abs(float(r["pred_age"]) - float(r["true_age"])))
+    n_best = min(k, (len(order) + 1) // 2)
+    n_worst = min(k, len(order) - n_best)
+    return order[:n_best], order[::-1][:n_worst]
+
+
 def _examples_figure(groups: dict, image_loader, figure, what: str):
     """One row per group: its PER_GROUP best and PER_GROUP worst predictions, captioned 'true/pred'."""
     from agekit.eval.report import _age, _thumbnail
@@ -186,10 +195,11 @@ def _examples_figure(groups: dict, image_loader, figure, what: str):
     fig = figure(cols * 1.2 + 0.8, 1.45 * max(1, len(groups)) + 0.4)
     axes = fig.subplots(max(1, len(groups)), cols, squeeze=False)
     for ax_row, (name, rows) in zip(axes, groups.items()):
-        order = sorted(rows, key=lambda r: abs(float(r["pred_age"]) - float(r["true_age"])))
-        chosen = [("best", r) for r in order[:PER_GROUP]] + [("worst", r) for r in order[::-1][:PER_GROUP]]
+        best, worst = best_and_worst(rows)
+        chosen = [(i, "best", r) for i, r in enumerate(best)] + [(PER_GROUP + i, "worst", r) for i, r in enumerate(worst)]
         ax_row[0].set_ylabel(f"{name}\n(n={len(rows)})", fontsize=8)
-        for ax, (kind, row) in zip(ax_row, chosen):
+        for col, kind, row in chosen:
+            ax = ax_row[col]
             ax.imshow(_thumbnail(row["path"], image_loader))
             ax.set_title(f"{kind} {_age(row['true_age'])}/{_age(row['pred_age'])}", fontsize=7,
                          color="tab:green" if kind == "best" else "tab:red")

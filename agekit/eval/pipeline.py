@@ -15,13 +15,40 @@ matplotlib and are skipped without it.
 """
 from __future__ import annotations
 
+import csv
+import hashlib
 import importlib.util
+import io
 import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from agekit import __version__
+from agekit.data.detected import main_face
+from agekit.data.records import AGE_VALID_RANGE, default_root, read_dataset
+from agekit.data.splits import assign_splits, hash_unit, seeded_subset, select
 from agekit.errors import AgekitError, ImageError
+from agekit.eval.breakdown import (
+    band_table,
+    inside_interval,
+    interval_coverage,
+    mae_by_group_ci,
+)
+from agekit.eval.metrics import (
+    GENDER_NAMES,
+    RACE_NAMES,
+    compute_metrics,
+    gender_accuracy,
+)
+from agekit.eval.pipeline_report import pipeline_sections
+from agekit.eval.report import write_report
+from agekit.eval.shift import SHIFTS, apply_shift
+from agekit.eval.thresholds import challenge25, threshold_key, threshold_report
+from agekit.io import load_image, write_text_atomic
+from agekit.runtime import AgeEstimator
+from agekit.runtime.onnx_model import resolve_model
 
 # The packaged split file each dataset's test split comes from (others: every image, or a seeded random
 # split when train/val/test is asked for).
@@ -55,7 +82,6 @@ def select_records(records, split: str, spec: dict | None) -> tuple[list, dict]:
     """The records of `split` under `spec` (None: all of them) and the split rule's header."""
     if spec is None:
         return list(records), {"rule": "all images"}
-    from agekit.data.splits import assign_splits, select
 
     assignment, header = assign_splits(records, spec)
     return select(records, assignment, split), header
@@ -63,7 +89,6 @@ def select_records(records, split: str, spec: dict | None) -> tuple[list, dict]:
 
 def image_seed(key: str, seed: int) -> int:
     """A per-image seed for the random shifts (different grain per image, the same on every run)."""
-    from agekit.data.splits import hash_unit
 
     return int(hash_unit(key, seed) * 2**32)
 
@@ -79,7 +104,6 @@ class _Candidate:
 
 def labelled_face(faces, shape):
     """The FaceResult a dataset label belongs to among `faces` of an image of `shape` (H, W, ...), or None."""
-    from agekit.data.detected import main_face
 
     chosen = main_face([_Candidate(f) for f in faces], shape)
     return None if chosen is None else chosen.face
@@ -114,10 +138,7 @@ def run_records(est, records, thresholds=(), shifts=(), seed: int = 0, progress:
     record's 'key', 'path', 'true_age', 'gender', 'race' added. Each image is decoded once; the shifts are
     applied to the decoded image (face32 uses the clean run's face width).
     """
-    from tqdm import tqdm
 
-    from agekit.eval.shift import apply_shift
-    from agekit.io import load_image
 
     runs = {name: [] for name in ("clean", *shifts)}
     for r in tqdm(records, desc="evaluating", unit="img", disable=not progress):
@@ -159,9 +180,6 @@ def summarise(rows: list[dict], level: float, thresholds=(), seed: int = 0) -> d
     are known), 'challenge25', and 'thresholds' (thresholds.threshold_report) when thresholds are given.
     Raises AgekitError when no face was found at all.
     """
-    from agekit.eval.breakdown import band_table, interval_coverage, mae_by_group_ci
-    from agekit.eval.metrics import GENDER_NAMES, RACE_NAMES, compute_metrics
-    from agekit.eval.thresholds import challenge25, threshold_report
 
     found = [r for r in rows if r["found"]]
     missed = [{"key": r["key"], "reason": r["reason"]} for r in rows if not r["found"]]
@@ -201,8 +219,6 @@ def condition_summary(rows: list[dict], clean_rows: list[dict] | None = None) ->
     change in which faces the detector kept); 'flagged' the share of found faces carrying a quality flag
     (small / blurry). None where nothing was found.
     """
-    from agekit.eval.breakdown import inside_interval
-    from agekit.eval.metrics import gender_accuracy
 
     found = [r for r in rows if r["found"]]
     out = {"images": len(rows), "found": len(found), "misses": len(rows) - len(found), "mae": None,
@@ -230,7 +246,6 @@ def condition_summary(rows: list[dict], clean_rows: list[dict] | None = None) ->
 
 def shift_table(runs: dict) -> dict:
     """{condition: condition_summary + 'description'} for 'clean' and every shift in `runs`."""
-    from agekit.eval.shift import SHIFTS
 
     clean = runs["clean"]
     out = {}
@@ -276,7 +291,6 @@ def shift_rows(runs: dict) -> list[dict]:
 
 
 def _tkey(threshold) -> str:
-    from agekit.eval.thresholds import threshold_key
 
     return threshold_key(threshold)
 
@@ -297,11 +311,6 @@ def evaluate_onnx(model, dataset: str | None = None, root=None, split: str | Non
     Returns {'title', 'metrics', 'protocol', 'files', 'runs'} (runs: the per-image rows of each condition).
     User errors (model, dataset, empty split, nothing detected) raise AgekitError.
     """
-    from agekit import __version__
-    from agekit.data.records import AGE_VALID_RANGE, default_root, read_dataset
-    from agekit.eval.shift import SHIFTS
-    from agekit.runtime import AgeEstimator
-    from agekit.runtime.onnx_model import resolve_model
 
     model = resolve_model(model)  # a path, or a packaged model's name ("default", "fast")
     if not model.is_file():
@@ -326,7 +335,6 @@ def evaluate_onnx(model, dataset: str | None = None, root=None, split: str | Non
     chosen, header = select_records(records, split, spec)
     if not chosen:
         raise AgekitError(f"split '{split}' of {root} is empty (split rule {header})")
-    from agekit.data.splits import seeded_subset
 
     chosen = seeded_subset(chosen, limit, seed)
 
@@ -369,9 +377,6 @@ def write_pipeline_report(out_dir, result: dict) -> dict:
     """Write an evaluate_onnx result into out_dir: metrics.json, predictions.csv, report.md
     (+ shift_predictions.csv with shifts, + PNG plots when matplotlib is installed), each atomically.
     Returns {name: path}."""
-    from agekit.eval.pipeline_report import pipeline_sections
-    from agekit.eval.report import write_report
-    from agekit.io import write_text_atomic
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -388,8 +393,6 @@ def write_pipeline_report(out_dir, result: dict) -> dict:
 
 def _csv_text(rows: list[dict], columns: list[str]) -> str:
     """CSV text of rows with these columns; None is an empty cell, floats keep 4 decimals."""
-    import csv
-    import io
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
@@ -402,7 +405,6 @@ def _csv_text(rows: list[dict], columns: list[str]) -> str:
 
 
 def _sha256(path: Path) -> str:
-    import hashlib
 
     h = hashlib.sha256()
     with open(path, "rb") as fh:

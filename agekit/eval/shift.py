@@ -22,6 +22,7 @@ left alone.
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 # ITU-R BT.601 luma weights (R, G, B): what a black-and-white conversion of an RGB photo usually uses.
@@ -76,7 +77,6 @@ def sepia(image, seed: int = 0, face_width=None) -> np.ndarray:
 
 def jpeg(image, seed: int = 0, face_width=None, quality: int = JPEG_QUALITY) -> np.ndarray:
     """Encode as JPEG at `quality` with OpenCV and decode again (blocking, ringing, chroma loss)."""
-    import cv2
 
     bgr = np.ascontiguousarray(_check(image)[..., ::-1])
     ok, data = cv2.imencode(".jpg", bgr, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
@@ -89,7 +89,6 @@ def face_downscale(image, seed: int = 0, face_width=None, face_px: int = FACE_PX
     """Shrink the whole image by face_px / face_width (area averaging), then enlarge it back to (H, W)
     bilinearly. face_width: the face's box width in pixels (None: the shorter image side). No change when
     the face is already face_px wide or less."""
-    import cv2
 
     image = _check(image)
     h, w = image.shape[:2]
@@ -104,7 +103,6 @@ def face_downscale(image, seed: int = 0, face_width=None, face_px: int = FACE_PX
 def blur(image, seed: int = 0, face_width=None) -> np.ndarray:
     """Gaussian blur with sigma = 2 px per 200 px of the shorter side (sigma 2 on a 200x200 UTKFace chip),
     so the same share of the face is smeared whatever the photo's size."""
-    import cv2
 
     image = _check(image)
     sigma = BLUR_SIGMA_PER_200PX * min(image.shape[:2]) / 200.0

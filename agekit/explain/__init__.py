@@ -4,7 +4,8 @@ Torch-free (ONNX runtime, OpenCV, numpy), below agekit.engine:
 - occlusion: occlusion-sensitivity maps over the crop the model saw (`AgeEstimator.explain` uses it);
 - geometry: the crop's matrix, to put a map back onto the photo;
 - render: heat-map overlays and the age-distribution chart, drawn with OpenCV;
-- bands: mean maps per age band over a dataset split, and the deletion check (do the maps mean something?).
+- bands: mean maps per age band over a dataset split, and the deletion check (do the maps mean something?);
+  band_figures draws them (matplotlib) for `agekit saliency`.
 
 Needs torch (a training checkpoint):
 - gradcam: Grad-CAM, feature maps of chosen layers, and the channels that respond most to each age band.

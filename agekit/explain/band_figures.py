@@ -21,7 +21,7 @@ def _figure(width, height):
     except ModuleNotFoundError:
         from agekit.errors import AgekitError
 
-        raise AgekitError("explain-bands draws its figures with matplotlib: pip install -e '.[eval]'") from None
+        raise AgekitError("saliency draws its figures with matplotlib: pip install -e '.[eval]'") from None
     return Figure(figsize=(width, height), layout="constrained")
 
 
@@ -92,13 +92,16 @@ def deletion_figure(result: dict, fraction: float):
     """Grouped bars per band: salient vs random deletion, per model."""
     names = list(result["models"])
     bands = [b for b in next(iter(result["models"].values()))["bands"]] + ["all"]
-    fig = _figure(1.2 * len(bands) * max(1, len(names)) + 1.5, 3.6)
+    fig = _figure(1.1 * len(bands) + 2.5, 3.6)
     ax = fig.add_subplot()
     width = 0.8 / (2 * len(names))
     x = np.arange(len(bands))
     for i, name in enumerate(names):
         m = result["models"][name]
-        get = lambda b, k: (m["deletion"] if b == "all" else m["bands"].get(b, {}).get("deletion", {})).get(k, np.nan)  # noqa: E731
+
+        def get(b, k, m=m):
+            return (m["deletion"] if b == "all" else m["bands"].get(b, {}).get("deletion", {})).get(k, np.nan)
+
         ax.bar(x + (2 * i) * width - 0.4 + width / 2, [get(b, "salient_mean") for b in bands], width,
                label=f"{name}: most salient {fraction:.0%}")
         ax.bar(x + (2 * i + 1) * width - 0.4 + width / 2, [get(b, "random_mean") for b in bands], width,

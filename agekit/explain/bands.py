@@ -119,7 +119,7 @@ def deletion_summary(rows: list[dict], seed: int = 0) -> dict:
     diff = sal - rnd
     rng = np.random.default_rng(seed)
     boots = diff[rng.integers(0, len(diff), (BOOTSTRAP, len(diff)))].mean(1) if len(diff) else np.zeros(1)
-    return {"n": int(len(rows)), "salient_mean": float(sal.mean()), "random_mean": float(rnd.mean()),
+    return {"n": len(rows), "salient_mean": float(sal.mean()), "random_mean": float(rnd.mean()),
             "ratio": float(sal.mean() / rnd.mean()) if rnd.mean() > 0 else None,
             "salient_wins": float((diff > 0).mean()), "difference": float(diff.mean()),
             "difference_ci95": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]}
@@ -143,6 +143,15 @@ def summarise_model(rows: list[dict], spec, seed: int = 0) -> dict:
                                                          for k in shares[0]},
             "deletion": deletion_summary(part, seed)}
     return {"n_faces": len(rows), "bands": bands, "deletion": deletion_summary(rows, seed)}
+
+
+def _shown_path(path) -> str:
+    """A model's path as the report shows it: relative to the working folder when inside it."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _model_names(models) -> list[str]:
@@ -190,7 +199,7 @@ def run_bands(models, dataset: str = "utkface", root=None, split: str = "test", 
     if checkpoint:
         out["channels"] = checkpoint_channels(checkpoint, layer, estimators[0], faces)
     out["protocol"] = {
-        "models": {n: str(e.model.path) for n, e in zip(names, estimators)},
+        "models": {n: _shown_path(e.model.path) for n, e in zip(names, estimators)},
         "methods": {n: f"{e.model.meta.get('method')} / {e.model.meta.get('backbone')}"
                     for n, e in zip(names, estimators)},
         "dataset": dataset, "split": split, "split_rule": header, "per_band": per_band,

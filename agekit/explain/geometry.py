@@ -11,7 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from agekit.crop import CropSpec, chip_matrix, crop_matrix as rule_matrix, five_points
+from agekit.crop import CropSpec, chip_matrix, five_points
+from agekit.crop import crop_matrix as rule_matrix
 
 
 def _scaling(sx: float, sy: float) -> np.ndarray:

@@ -96,12 +96,21 @@ def stage_ends(model, size: int) -> list[str]:
     return list(ends.values())
 
 
+def check_layers(model, layers: list[str], size: int) -> None:
+    """AgekitError naming the first of `layers` that is not a layer with a spatial output (listing those)."""
+    spatial = [n for n, _ in spatial_layers(model, size)]
+    for name in layers:
+        if name not in spatial:
+            examples = stage_ends(model, size) or spatial[-8:]
+            raise AgekitError(f"layer '{name}' has no spatial output in this model; such layers are e.g. "
+                              f"{', '.join(examples)} ({len(spatial)} in all)")
+
+
 def _module(model, name: str):
     modules = dict(model.named_modules())
     if name not in modules:
-        names = [n for n, _ in spatial_layers(model, 64)] if hasattr(model, "named_modules") else []
-        hint = f"; spatial layers: {', '.join(names[-8:])}" if names else ""
-        raise AgekitError(f"layer '{name}' not found in the model{hint}")
+        shallow = [n for n in modules if n and n.count(".") <= 2]
+        raise AgekitError(f"layer '{name}' not found in the model; its layers include {', '.join(shallow[-8:])}")
     return modules[name]
 
 
@@ -179,5 +188,5 @@ def band_channels(model, crops_by_band: dict, layer: str, top: int = 4, batch: i
         score = (maps.mean(axis=(2, 3)).mean(0) - mu) / sd
         order = np.argsort(-score)[:top]
         out[band] = {"channels": order.tolist(), "selectivity": score[order].round(3).tolist(),
-                     "mean_maps": maps[:, order].mean(0), "n": int(len(maps))}
+                     "mean_maps": maps[:, order].mean(0), "n": len(maps)}
     return out

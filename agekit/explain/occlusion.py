@@ -162,7 +162,7 @@ def delete_pixels(crop: np.ndarray, saliency: np.ndarray, fraction: float, fill:
     """The crop with `fraction` of its pixels replaced by the filler: the most salient ones (rng None) or
     a random set of the same size (the sanity check's baseline)."""
     size = saliency.size
-    k = int(round(fraction * size))
+    k = round(fraction * size)
     if rng is None:
         chosen = np.argsort(-saliency.ravel(), kind="stable")[:k]
     else:

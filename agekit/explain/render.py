@@ -53,11 +53,11 @@ def distribution_chart(probs, ages, age: float, interval, width: int = 420, heig
     probs = np.asarray(probs, dtype=np.float64)
     ages = np.asarray(ages, dtype=np.float64)
     img = np.full((height, width, 3), 255, np.uint8)
-    left, right, top, bottom = 36, width - 10, 24, height - 26
+    left, right, top, bottom = 14, width - 14, 24, height - 26
     span = max(ages[-1] - ages[0], 1.0)
-    x_of = lambda a: left + (a - ages[0]) / span * (right - left)  # noqa: E731
+    x_of = lambda a: left + (a - ages[0]) / span * (right - left)
     peak = float(probs.max()) if probs.size and probs.max() > 0 else 1.0
-    y_of = lambda p: bottom - p / peak * (bottom - top)  # noqa: E731
+    y_of = lambda p: bottom - p / peak * (bottom - top)
     lo, hi = interval
     cv2.rectangle(img, (int(x_of(lo)), top), (int(x_of(hi)), bottom), (255, 228, 196), -1)  # interval band
     bar = max(1, int((right - left) / len(ages)) - 1)
@@ -70,8 +70,7 @@ def distribution_chart(probs, ages, age: float, interval, width: int = 420, heig
         x = int(x_of(tick))
         cv2.line(img, (x, bottom), (x, bottom + 4), (0, 0, 0), 1)
         _text(img, str(tick), (x - 8, bottom + 17), 0.4)
-    _text(img, f"{peak:.2f}", (2, top + 8), 0.35)
-    caption = title or f"age {age:.1f}, interval {lo:.0f}-{hi:.0f}"
+    caption = title or f"age {age:.1f}, interval {lo:.0f}-{hi:.0f} (top bar: p={peak:.2f})"
     _text(img, caption, (left, 16), 0.45)
     return img
 
@@ -88,7 +87,7 @@ def face_panel(expl, chart: np.ndarray | None = None) -> np.ndarray:
     the distribution chart, each captioned."""
     side = PANEL_SIDE
     crop = cv2.resize(expl.crop, (side, side), interpolation=cv2.INTER_CUBIC)
-    up = lambda m: cv2.resize(np.asarray(m, np.float32), (side, side), interpolation=cv2.INTER_LINEAR)  # noqa: E731
+    up = lambda m: cv2.resize(np.asarray(m, np.float32), (side, side), interpolation=cv2.INTER_LINEAR)
     sal = up(smooth(expl.saliency, expl.grid))
     effect = up(smooth(expl.age_effect, expl.grid))
     bound = float(np.abs(effect).max()) or 1.0

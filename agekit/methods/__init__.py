@@ -9,6 +9,13 @@ from agekit.methods import (  # noqa: F401  (registration)
     regression,
     soft_labels,
 )
-from agekit.methods.base import METHODS, AgeDistribution, Method, create_method, register_method
+from agekit.methods.base import (
+    METHODS,
+    AgeDistribution,
+    Method,
+    create_method,
+    list_methods,
+    register_method,
+)
 
-__all__ = ["METHODS", "AgeDistribution", "Method", "create_method", "register_method"]
+__all__ = ["METHODS", "AgeDistribution", "Method", "create_method", "list_methods", "register_method"]

@@ -9,12 +9,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
 
 from agekit.errors import AgekitError
+from agekit.registry import Registry
 
 
 @dataclass
@@ -170,20 +170,22 @@ def distribution_from_point(point: torch.Tensor, ages: torch.Tensor) -> AgeDistr
     return AgeDistribution(probs, point, torch.zeros_like(point))
 
 
-METHODS: dict[str, Callable[..., Method]] = {}
+# name -> Method class; importing agekit.methods registers the built-in ones (agekit.registry)
+METHODS = Registry("method", fill="agekit.methods")
 
 
 def register_method(cls):
-    METHODS[cls.name] = cls
-    return cls
+    """Class decorator adding a Method under its `name`."""
+    return METHODS.register(cls.name, cls)
+
+
+def list_methods() -> list[str]:
+    return METHODS.names()
 
 
 def create_method(name: str, in_features: int, age_min: int, age_max: int, **params) -> Method:
-    import agekit.methods  # noqa: F401  (fills METHODS)
-
-    if name not in METHODS:
-        raise AgekitError(f"unknown method '{name}'; known: {', '.join(sorted(METHODS))}")
+    cls = METHODS.get(name)
     try:
-        return METHODS[name](in_features, age_min, age_max, **params)
+        return cls(in_features, age_min, age_max, **params)
     except TypeError as exc:
         raise AgekitError(f"method '{name}': bad parameter ({exc})") from None

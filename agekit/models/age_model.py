@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from agekit.crop import view_specs
 from agekit.methods import create_method
 
 
@@ -58,7 +59,6 @@ class AgeModel(nn.Module):
 
 def build_model(cfg: dict, pretrained=None) -> AgeModel:
     """Build the model a config describes. `pretrained` overrides cfg.model.pretrained (inference: False)."""
-    from agekit.crop import view_specs
     from agekit.models import create_backbone
 
     m, d = cfg["model"], cfg["data"]

@@ -16,6 +16,7 @@ from torch import nn
 
 from agekit.errors import AgekitError
 from agekit.models.pooling import POOL_MODES
+from agekit.registry import Registry
 
 TIMM_PREFIX = "timm:"
 # Every registered backbone downsamples by at most 32, so 32 px leaves at least a 1x1 feature map.
@@ -36,7 +37,8 @@ class BackboneSpec:
     downloadable: bool
 
 
-_REGISTRY: dict[str, BackboneSpec] = {}
+# name -> BackboneSpec (agekit.registry); the factories register themselves when agekit.models is imported
+BACKBONES = Registry("backbone")
 
 
 def register_backbone(name: str, default_input_size: int = 224, description: str = "", paper: str = "",
@@ -46,32 +48,31 @@ def register_backbone(name: str, default_input_size: int = 224, description: str
     downloadable: the factory also accepts `pretrained=True` and fetches hub weights itself.
     """
     def decorator(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY:
-            raise ValueError(f"backbone {name!r} is already registered")
         if name.startswith(TIMM_PREFIX):
             raise ValueError(f"backbone names may not start with {TIMM_PREFIX!r}")
-        _REGISTRY[name] = BackboneSpec(name, factory, default_input_size, description, paper, downloadable)
+        BACKBONES.register(name, BackboneSpec(name, factory, default_input_size, description, paper, downloadable))
         return factory
     return decorator
 
 
 def list_backbones() -> list[str]:
     """Registered backbone names, sorted ("timm:<model>" names are accepted too but not listed)."""
-    return sorted(_REGISTRY)
+    return BACKBONES.names()
 
 
 def _spec(name: str) -> BackboneSpec:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
+    if name not in BACKBONES:
         raise AgekitError(f"unknown backbone {name!r}; known: {', '.join(list_backbones())}, "
-                          f"or {TIMM_PREFIX}<any timm model name>") from None
+                          f"or {TIMM_PREFIX}<any timm model name>")
+    return BACKBONES.get(name)
 
 
 def backbone_info(name: str) -> dict:
     """Description, paper, default input size and hub availability of a backbone."""
     if name.startswith(TIMM_PREFIX):
-        from agekit.models.timm_backbones import timm_model_info  # late: that module imports this one
+        from agekit.models.timm_backbones import (
+            timm_model_info,  # late: that module imports this one
+        )
         return timm_model_info(name[len(TIMM_PREFIX):])
     spec = _spec(name)
     return {"name": spec.name, "description": spec.description, "paper": spec.paper,
@@ -99,7 +100,9 @@ def create_backbone(name: str, *, in_size: int = 64, pretrained: str | os.PathLi
         raise AgekitError(f"pretrained must be True, False or a weights file path, got {pretrained!r}")
     download = pretrained is True
     if name.startswith(TIMM_PREFIX):
-        from agekit.models.timm_backbones import create_timm_backbone  # late: that module imports this one
+        from agekit.models.timm_backbones import (
+            create_timm_backbone,  # late: that module imports this one
+        )
         model = create_timm_backbone(name[len(TIMM_PREFIX):], in_size=in_size, pool=pool,
                                      pretrained=download, **kwargs)
     else:

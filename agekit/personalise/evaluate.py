@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from agekit.personalise.fit import fit_face_np
 from agekit.runtime.face_np import VARIANTS, bayes_linear_predict, to_target
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,6 @@ def evaluate_lopo(ff, fit_config, *, ks=(1, 2, 4, 8), draws: int = 5, seed: int 
                   calibrate=("np+residual", "np+join", "np+join+residual", "global+offset", "encoder+offset"),
                   progress=None) -> dict:
     """Leave-one-person-out over the subjects of `ff` (FaceFeatures). Returns a results dict (JSON-able)."""
-    from agekit.personalise.fit import fit_face_np
 
     subjects = sorted(set(ff.subjects.tolist()))
     if folds is not None:

@@ -18,9 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from agekit.crop import CropSpec
+from agekit.crop import view_specs
+from agekit.data.cache import default_cache_dir
+from agekit.data.records import AGE_VALID_RANGE, read_dataset
 from agekit.errors import AgekitError, ImageError
+from agekit.io import atomic_path, load_image
 from agekit.runtime.crops import face_crops
+from agekit.runtime.onnx_model import OnnxAgeModel
 
 log = logging.getLogger(__name__)
 FEATURES_VERSION = 2
@@ -66,7 +70,6 @@ class Encoder:
         self.kind = "onnx" if self.path.suffix.lower() == ".onnx" else "checkpoint"
         self.sha1 = file_sha1(self.path)
         if self.kind == "onnx":
-            from agekit.runtime.onnx_model import OnnxAgeModel
 
             self._onnx = OnnxAgeModel(self.path)
             if "embedding" not in self._onnx.output_names:
@@ -80,8 +83,7 @@ class Encoder:
 
             payload = read_checkpoint(self.path)
             cfg = payload["config"]
-            base = cfg["data"]["crop"]
-            self.specs = [CropSpec(**{**base, **v}) for v in [{}] + list(cfg["data"].get("extra_views") or [])]
+            self.specs = view_specs(cfg)
             self.backbone = cfg["model"]["backbone"]
             self.age_range = [cfg["data"]["age_min"], cfg["data"]["age_max"]]
             self._model = None
@@ -129,7 +131,6 @@ def crop_views(image: np.ndarray, specs, landmarks) -> list[np.ndarray]:
 def fgnet_records(root, subjects=None):
     """FG-NET records with a subject id, a valid age and landmarks, sorted by key; and the keys skipped
     for lack of landmarks."""
-    from agekit.data.records import AGE_VALID_RANGE, read_dataset
 
     result = read_dataset("fgnet", root)
     records = [r for r in result.records
@@ -148,8 +149,6 @@ def fgnet_records(root, subjects=None):
 def fgnet_features(model, root, *, cache_dir=None, use_cache: bool = True, subjects=None) -> FaceFeatures:
     """Encoder features of every FG-NET image with landmarks under `root` (optionally only `subjects`).
     model: a checkpoint (.pt) or an ONNX model (.onnx), or an `Encoder`."""
-    from agekit.data.cache import default_cache_dir
-    from agekit.io import atomic_path, load_image
 
     encoder = model if isinstance(model, Encoder) else Encoder(model)
     records, no_landmarks = fgnet_records(root, subjects)

@@ -11,6 +11,7 @@ import numpy as np
 
 from agekit.errors import AgekitError
 from agekit.io import atomic_path
+from agekit.runtime.inputs import url_file_name
 
 COLOR = (40, 200, 40)  # BGR
 FLAGGED_COLOR = (0, 160, 255)
@@ -58,7 +59,6 @@ def annotated_name(item, out_dir: Path) -> Path:
     """The annotated copy's path before collisions are resolved: a file found under a folder argument keeps
     its place under that folder (sub-folders mirrored); any other input is named after its file (a URL after
     the last part of its path, stdin "stdin"); .png stays .png, anything else becomes .jpg."""
-    from agekit.runtime.inputs import url_file_name
 
     if item.url is not None:
         rel = Path(url_file_name(item.url))

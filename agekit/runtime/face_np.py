@@ -27,10 +27,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 
 from agekit.errors import AgekitError
+from agekit.io import atomic_path
 
 FORMAT = "agekit-face-np-v1"
 TARGETS = ("log", "linear")
@@ -64,7 +66,6 @@ def target_slope(t, kind: str) -> np.ndarray:
 
 def interval_z(level: float) -> float:
     """z of the central `level` interval of a standard normal (0.9 -> 1.645)."""
-    from statistics import NormalDist
 
     if not 0.0 < level < 1.0:
         raise AgekitError(f"interval level must be between 0 and 1, got {level}")
@@ -277,7 +278,6 @@ class FaceNP:
 
     # -- files
     def save(self, path) -> Path:
-        from agekit.io import atomic_path
 
         path = Path(path)
         arrays = {}

@@ -17,18 +17,23 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import http.client
 import json
 import os
 import re
+import socket
 import stat
 import sys
 import time
 import unicodedata
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agekit import __version__
 from agekit.errors import AgekitError, ImageError
 from agekit.io import os_error_reason
 
@@ -318,12 +323,7 @@ def fetch(item: Input) -> bytes:
             raise ImageError(STDIN, "standard input is a terminal: pipe an image into it "
                                     "(agekit predict - < photo.jpg)")
         return _read_limited(stream, STDIN)
-    import http.client
-    import socket
-    import urllib.error
-    import urllib.request
 
-    from agekit import __version__
 
     url = item.url
     request = urllib.request.Request(url, headers={"User-Agent": f"agekit/{__version__}"})

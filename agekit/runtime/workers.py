@@ -3,9 +3,10 @@ results handed back in input order as they come, so the output is the same as wi
 
 Why processes: decoding, face search and cropping hold the GIL for much of each file's time, so threads in
 one process do not add up; a worker process loads its estimator once (about 0.6 s) and then scores whole
-chunks. On Linux the workers are forked before this process loads any model (a forked onnxruntime session
-is not safe to use), so they inherit the parsed options, the --boxes table and a command's per-face fields
-without pickling them; elsewhere they are spawned and those must pickle.
+chunks. Workers come from a fork server on Linux (a fresh process that has imported agekit; forking this
+process instead hangs once it has used OpenCV's or onnxruntime's thread pools, e.g. a second run in one
+Python session) and are spawned elsewhere; the options, the --boxes table and a command's per-face fields
+are pickled to them (a nested function by value: `Portable`).
 
 Signals: Ctrl-C goes to the whole process group, so workers ignore SIGINT and the main process, which writes
 the output, decides. Stopping (Ctrl-C, SIGTERM, an error) cancels the chunks not started and sends each
@@ -17,15 +18,45 @@ from __future__ import annotations
 import collections
 import contextlib
 import copy
+import importlib
+import marshal
 import multiprocessing
 import pickle
 import signal
+import types
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from agekit.errors import AgekitError
 
 _WORKER: dict = {}  # in a worker process: its estimator and options, set once by _start
+
+
+class Portable:
+    """A function sent to a worker by value: pickle sends functions by name, which a nested function (a
+    closure such as `agekit check`'s per-face fields) does not have. The worker runs the same interpreter,
+    so marshal's code format matches; closure values must pickle (or be such functions themselves)."""
+
+    def __init__(self, fn):
+        self.module, self.code = fn.__module__, marshal.dumps(fn.__code__)
+        self.defaults = fn.__defaults__
+        self.cells = tuple(portable(c.cell_contents) for c in fn.__closure__ or ())
+
+    def function(self):
+        cells = tuple(types.CellType(c.function() if isinstance(c, Portable) else c) for c in self.cells)
+        code = marshal.loads(self.code)
+        return types.FunctionType(code, importlib.import_module(self.module).__dict__, code.co_name,
+                                  self.defaults, cells)
+
+
+def portable(value):
+    """`value`, or a Portable of it when it is a function that pickle cannot send by name."""
+    if isinstance(value, types.FunctionType):
+        try:
+            pickle.dumps(value)
+        except (pickle.PicklingError, AttributeError, TypeError):
+            return Portable(value)
+    return value
 
 
 class WorkerStopped(AgekitError):
@@ -58,6 +89,9 @@ def _start(args, per_face, boxes, threads: int) -> None:
 
         cv2.setNumThreads(threads)
         from agekit.runtime.cli import build_estimator
+
+        if isinstance(per_face, Portable):
+            per_face = per_face.function()
 
         args = copy.copy(args)
         args.threads = threads
@@ -95,22 +129,29 @@ class WorkerPool:
     keeping at most two chunks per worker queued (memory stays flat on any batch)."""
 
     def __init__(self, args, per_face, boxes, workers: int, threads: int):
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        if method == "spawn":
-            try:
-                pickle.dumps((args, per_face, boxes))
-            except Exception:  # noqa: BLE001
-                raise AgekitError("--workers: this command's options cannot be sent to worker processes on "
-                                  "this platform; use --workers 1") from None
+        per_face = portable(per_face)
+        try:
+            pickle.dumps((args, per_face, boxes))
+        except Exception as exc:  # noqa: BLE001 (a programming error of a command, said in one line)
+            raise AgekitError(f"--workers: the options cannot be sent to worker processes ({exc}); "
+                              "use --workers 1") from None
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["agekit.runtime.cli"])  # each worker starts with agekit imported
+        else:
+            context = multiprocessing.get_context("spawn")
         self.workers = workers
-        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
-                                        initializer=_start, initargs=(args, per_face, boxes, threads))
+        self.pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start,
+                                        initargs=(args, per_face, boxes, threads))
 
     def check_started(self) -> None:
         """Wait for a worker to load its estimator; its error (a missing model, a detector that cannot run)
-        is raised here as the usage error the main process would have raised. With fork, every worker
-        starts at this first call, before this process has loaded any model."""
-        error = self.pool.submit(_startup_error).result()
+        is raised here, as the usage error that one process raises before reading any file."""
+        try:
+            error = self.pool.submit(_startup_error).result()
+        except BrokenProcessPool:
+            error = ("the worker processes could not start (a script that runs agekit with --workers needs "
+                     "the `if __name__ == \"__main__\":` guard of every multiprocessing program)")
         if error is not None:
             raise AgekitError(error)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import logging.config
 import re
 import time
 import uuid
@@ -59,7 +58,8 @@ class JsonLogFormatter(logging.Formatter):
 
     def format(self, record):
         doc = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-               "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
+               "level": record.levelname.lower(), "logger": record.name, "pid": record.process,
+               "msg": record.getMessage()}
         doc.update(getattr(record, "fields", {}))
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info).splitlines()[-1]
@@ -75,6 +75,7 @@ def log_config(level: str = "info") -> dict:
             "root": {"handlers": ["stderr"], "level": "WARNING"},  # any other library: JSON too
             "loggers": {**{name: {"handlers": ["stderr"], "level": level.upper(), "propagate": False}
                            for name in ("agekit.serve", "uvicorn", "uvicorn.error")},
+                        "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},  # ours: RequestLog
                         # it logs bytes of malformed bodies; the client gets a bad_request answer instead
                         "python_multipart": {"level": "CRITICAL"}}}
 
@@ -144,22 +145,22 @@ def model_facts(est) -> dict:
     licence = None
     if card.is_file() and Path(est.model.path).parent == STATIC.parent.parent / "weights":
         found = re.search(r"\*\*Licence: ([^*]+)\*\*", card.read_text(encoding="utf-8"))
-        licence = found.group(1).strip() if found else None
+        licence = found.group(1).strip().rstrip(".") if found else None
         facts["model_card"] = "agekit/weights/MODEL_CARD.md"
     facts["licence"] = licence or meta.get("licence") or "not stated in the model; ask its provider"
     return facts
 
 
 def create_app(settings: ServeSettings | None = None, estimator=None):
-    """The service as an ASGI app (the FastAPI app is its `.app`). estimator: an AgeEstimator already loaded (else it is loaded in the background at
-    start-up; /readyz answers 503 until then)."""
+    """The service as an ASGI app (the FastAPI app is its `.app`). estimator: an AgeEstimator already loaded
+    (else one is loaded at start-up, before the server takes connections)."""
     settings = (settings or ServeSettings()).check()
     metrics = Metrics()
     pool = InferencePool(settings, metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        pool.start(estimator)
+        await pool.start(estimator)
         yield
         pool.close()
 
@@ -272,6 +273,6 @@ def create_app(settings: ServeSettings | None = None, estimator=None):
 
 
 def app_from_env():
-    """uvicorn's factory for worker processes (`--workers N`): settings from AGEKIT_SERVE_SETTINGS."""
-    logging.config.dictConfig(log_config(ServeSettings.from_env().log_level))
+    """uvicorn's factory for worker processes (`--workers N`): settings from AGEKIT_SERVE_SETTINGS (uvicorn
+    configures their logging from the same log_config)."""
     return create_app(ServeSettings.from_env())

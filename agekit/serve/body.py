@@ -140,6 +140,8 @@ def _b64(value, where: str) -> bytes:
 def _from_json(body: bytes, max_context: int) -> Upload:
     try:
         doc = json.loads(body)
+    except RecursionError:
+        raise ApiError("bad_request", "the JSON body is nested too deeply") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         detail = f"{exc.msg} at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
         raise ApiError("bad_request", f"the body is not valid JSON ({detail})") from None

@@ -51,8 +51,10 @@ class InferencePool:
     def ready(self) -> bool:
         return self.estimator is not None
 
-    def start(self, estimator=None) -> None:
-        """Use a loaded estimator, or load one in a background thread (/readyz says when it is ready)."""
+    async def start(self, estimator=None) -> None:
+        """Use a loaded estimator, or load one (in a thread; the process serves nothing until it is done, so a
+        worker of `--workers N` takes connections only once it can score). A model that fails to load is
+        logged and the process stays up answering 503 not_ready (/readyz says why)."""
         if estimator is not None:
             self.estimator = estimator
             return
@@ -66,7 +68,7 @@ class InferencePool:
                 self.error = f"{type(exc).__name__}: {exc}"
                 log.error("model failed to load", extra={"fields": {"event": "model_failed", "error": self.error}})
 
-        threading.Thread(target=load, name="agekit-load", daemon=True).start()
+        await asyncio.get_running_loop().run_in_executor(None, load)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

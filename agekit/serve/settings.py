@@ -42,7 +42,7 @@ class ServeSettings:
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 2**20)
 
-    def check(self) -> "ServeSettings":
+    def check(self) -> ServeSettings:
         """AgekitError naming the option when a value is out of range."""
         if not 0 < self.level < 1:
             raise AgekitError(f"--level must be between 0 and 1, got {self.level}")
@@ -67,7 +67,7 @@ class ServeSettings:
         return json.dumps(dataclasses.asdict(self))
 
     @classmethod
-    def from_env(cls) -> "ServeSettings":
+    def from_env(cls) -> ServeSettings:
         text = os.environ.get(ENV_VAR)
         return cls(**json.loads(text)).check() if text else cls()
 

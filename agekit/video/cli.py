@@ -52,6 +52,8 @@ def _check(args) -> None:
                         ("--context-dir", getattr(args, "context_dir", None))):
         if value:
             raise AgekitError(f"{flag} does not apply to videos")
+    if (getattr(args, "workers", None) or 1) > 1:
+        raise AgekitError("--workers does not apply to videos (one video is read in order, frame by frame)")
     if args.every < 1 or args.detect_every < 1:
         raise AgekitError("--every and --detect-every must be >= 1")
     if args.max_seconds is not None and args.max_seconds <= 0:
@@ -208,11 +210,11 @@ def run_video(args, sources) -> int:
     try:
         with _sigterm_raises():
             for source, annotated_target in zip(sources, annotated):
+                name = f"camera {source.split(':', 1)[1]}" if source.startswith("camera:") else source
                 try:
                     summaries, error = _process(args, estimator, source, annotated_target, frames_dest, bar)
                 except VideoError as exc:
-                    summaries, error = [], str(exc).split(": ", 1)[-1] if str(exc).startswith(source) else str(exc)
-                name = f"camera {source.split(':', 1)[1]}" if source.startswith("camera:") else source
+                    summaries, error = [], str(exc).removeprefix(f"{name}: ")
                 writer.add(name, summaries, error)
                 if error:
                     failed += 1

@@ -30,8 +30,11 @@ all frames of the track (variance `shared`) and frame noise (variance `noise`) t
 4. Gender. The mean of the frames' log-odds, log(p_t / (1 - p_t)), turned back into a probability: a robust
    pooled vote that does not grow more confident with every correlated frame.
 
-SHARED_MIN was chosen with benchmarks/video_tracking.py so that the tracked 90% intervals cover about 90% of
-the true ages there (docs/video.md).
+Measured with benchmarks/video_tracking.py (docs/video.md): on its videos the tracked 90% intervals cover
+the true ages as often as the per-frame ones do, where a naive product of likelihoods covers about half.
+There the SHARED_MIN floor is never reached (frames of a composed video disagree little), so the benchmark
+cannot fit it: 0.5 is a cap, narrowing a track's interval by at most 1/sqrt(2) whatever the frames show,
+until videos of real people with known ages can measure more.
 """
 from __future__ import annotations
 

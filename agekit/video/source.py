@@ -9,6 +9,7 @@ http URL of a video file) are timed by their frame rate (index / fps); cameras a
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -24,6 +25,11 @@ STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp:
 OPEN_TIMEOUT_MS = 10_000  # a stream that sends nothing for this long is dropped
 # A file whose decoding stops this many frames or more before the count in its header is reported truncated.
 TRUNCATED_SLACK = 2
+
+
+# FFmpeg's own messages ("[mov @ 0x...] moov atom not found") would repeat, less clearly, the one-line errors
+# below: OpenCV passes this level to FFmpeg's logger when its FFmpeg backend starts (-8: quiet).
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 
 class VideoError(AgekitError):
@@ -101,14 +107,30 @@ class VideoSource:
             self.error = f"the camera stopped sending frames after {frames}; results up to there are kept"
 
 
-def _capture(target, kind: str):
-    if kind == "camera":
-        return cv2.VideoCapture(int(target))
-    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, OPEN_TIMEOUT_MS]
+@contextlib.contextmanager
+def _quiet_opencv():
+    """OpenCV's warnings while opening a camera or file ("can't open camera by index") go unsaid: the error
+    raised here says it in one line. The caller's log level is restored after."""
+    log = getattr(getattr(cv2, "utils", None), "logging", None)
+    old = log.getLogLevel() if log is not None else None
+    if log is not None:
+        log.setLogLevel(log.LOG_LEVEL_SILENT)
     try:
-        return cv2.VideoCapture(str(target), cv2.CAP_FFMPEG, params)
-    except (TypeError, cv2.error):  # an OpenCV without the params overload
-        return cv2.VideoCapture(str(target), cv2.CAP_FFMPEG)
+        yield
+    finally:
+        if log is not None:
+            log.setLogLevel(old)
+
+
+def _capture(target, kind: str):
+    with _quiet_opencv():
+        if kind == "camera":
+            return cv2.VideoCapture(int(target))
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, OPEN_TIMEOUT_MS]
+        try:
+            return cv2.VideoCapture(str(target), cv2.CAP_FFMPEG, params)
+        except (TypeError, cv2.error):  # an OpenCV without the params overload
+            return cv2.VideoCapture(str(target), cv2.CAP_FFMPEG)
 
 
 def open_source(source, max_seconds: float | None = None) -> VideoSource:
