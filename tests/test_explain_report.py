@@ -70,14 +70,14 @@ def _rows(tmp_path, n=60):
     return rows
 
 
-def test_write_report_adds_the_error_pages_only_when_asked(tmp_path):
+def test_write_report_adds_the_error_pages_unless_turned_off(tmp_path):
     rows = _rows(tmp_path)
     metrics = compute_metrics([r["true_age"] for r in rows], [r["pred_age"] for r in rows])
-    plain = write_report(tmp_path / "plain", metrics, rows, title="t", protocol={}, complexity=None)
+    plain = write_report(tmp_path / "plain", metrics, rows, title="t", protocol={}, complexity=None,
+                         error_analysis=False)
     assert not set(ERROR_PLOT_TITLES) & set(plain) and "Error analysis" not in plain["report"].read_text()
 
-    written = write_report(tmp_path / "full", metrics, rows, title="t", protocol={}, complexity=None,
-                           error_analysis=True)
+    written = write_report(tmp_path / "full", metrics, rows, title="t", protocol={}, complexity=None)
     md = written["report"].read_text()
     assert "## Error analysis" in md
     for name in ERROR_PLOT_TITLES:

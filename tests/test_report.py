@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from agekit.eval.error_analysis import ERROR_PLOT_TITLES
+
 pytest.importorskip("matplotlib")
 
 from agekit.eval.metrics import AGE_BAND_LABELS, compute_metrics  # noqa: E402
@@ -55,7 +57,7 @@ def test_write_report_files(tmp_path, predictions):
     written = write_report(out_dir, metrics, predictions, title="Test run", protocol=PROTOCOL,
                            complexity=COMPLEXITY)
 
-    assert set(written) == {"metrics", "predictions", "report", *PLOTS}
+    assert set(written) == {"metrics", "predictions", "report", *PLOTS, *ERROR_PLOT_TITLES}
     # every file is in place and no temporary file is left over
     assert sorted(p.name for p in out_dir.iterdir()) == sorted(p.name for p in written.values())
     for name in PLOTS:
@@ -108,7 +110,7 @@ def test_examples_use_loader_and_survive_failures(tmp_path, predictions):
         return np.zeros((40, 30, 3), dtype=np.uint8)
 
     written = write_report(tmp_path / "r", _metrics(predictions), predictions, title="t", protocol={},
-                           complexity=None, image_loader=loader)
+                           complexity=None, image_loader=loader, error_analysis=False)
     assert len(calls) == 16  # 8 best + 8 worst
     with Image.open(written["examples"]) as im:
         assert im.width > 0

@@ -9,10 +9,12 @@
 - band_confusion: true age band (rows) against predicted band, row-normalised;
 - examples_by_band / examples_by_race: the best and worst predictions of each age band / race.
 
-`error_plots(predictions, image_loader)` returns {name: Figure} for those the rows have data for;
+`error_plots(predictions, thumbnail, figure)` returns {name: Figure} for those the rows have data for;
 `error_summary(predictions)` the numbers the report's section quotes.
 """
 from __future__ import annotations
+
+from statistics import NormalDist
 
 import numpy as np
 
@@ -55,8 +57,6 @@ def error_summary(predictions: list[dict]) -> dict:
 def interval_reliability(true, pred, std) -> list[tuple[float, float]]:
     """[(nominal level, share of true ages inside pred +- z(level) * std)] for the Gaussian central
     intervals at LEVELS (rows without a std left out)."""
-    from statistics import NormalDist
-
     ok = np.isfinite(std)
     z = [NormalDist().inv_cdf(0.5 + level / 2) for level in LEVELS]
     dev = np.abs(pred[ok] - true[ok])
@@ -83,8 +83,9 @@ def band_confusion(true, pred) -> np.ndarray:
     return matrix
 
 
-def error_plots(predictions: list[dict], image_loader, figure) -> dict:
-    """{name: Figure} of the pages the rows have data for; figure(width, height) makes an empty Figure."""
+def error_plots(predictions: list[dict], thumbnail, figure) -> dict:
+    """{name: Figure} of the pages the rows have data for; thumbnail(path) -> (h, w, 3) uint8 image of a row;
+    figure(width, height) makes an empty Figure."""
     if not predictions:
         return {}
     true, pred = _floats(predictions, "true_age"), _floats(predictions, "pred_age")
@@ -97,13 +98,13 @@ def error_plots(predictions: list[dict], image_loader, figure) -> dict:
     if with_paths:
         bands = age_band_index(_floats(with_paths, "true_age"))
         groups = {label: [r for r, b in zip(with_paths, bands) if b == i] for i, label in enumerate(AGE_BAND_LABELS)}
-        out["examples_by_band"] = _examples_figure(groups, image_loader, figure, "age band")
+        out["examples_by_band"] = _examples_figure(groups, thumbnail, figure, "age band")
         races = {}
         for r in with_paths:
             if r.get("race") is not None:
                 races.setdefault(RACE_NAMES.get(int(r["race"]), str(r["race"])), []).append(r)
         if races:
-            out["examples_by_race"] = _examples_figure(dict(sorted(races.items())), image_loader, figure, "race")
+            out["examples_by_race"] = _examples_figure(dict(sorted(races.items())), thumbnail, figure, "race")
     return out
 
 
@@ -186,10 +187,13 @@ def best_and_worst(rows: list[dict], k: int = PER_GROUP) -> tuple[list, list]:
     return order[:n_best], order[::-1][:n_worst]
 
 
-def _examples_figure(groups: dict, image_loader, figure, what: str):
-    """One row per group: its PER_GROUP best and PER_GROUP worst predictions, captioned 'true/pred'."""
-    from agekit.eval.report import _age, _thumbnail
+def _age_text(value) -> str:
+    value = float(value)
+    return f"{value:.0f}" if value.is_integer() else f"{value:.1f}"
 
+
+def _examples_figure(groups: dict, thumbnail, figure, what: str):
+    """One row per group: its PER_GROUP best and PER_GROUP worst predictions, captioned 'true/pred'."""
     groups = {name: rows for name, rows in groups.items() if rows}
     cols = 2 * PER_GROUP
     fig = figure(cols * 1.2 + 0.8, 1.45 * max(1, len(groups)) + 0.4)
@@ -200,8 +204,8 @@ def _examples_figure(groups: dict, image_loader, figure, what: str):
         ax_row[0].set_ylabel(f"{name}\n(n={len(rows)})", fontsize=8)
         for col, kind, row in chosen:
             ax = ax_row[col]
-            ax.imshow(_thumbnail(row["path"], image_loader))
-            ax.set_title(f"{kind} {_age(row['true_age'])}/{_age(row['pred_age'])}", fontsize=7,
+            ax.imshow(thumbnail(row["path"]))
+            ax.set_title(f"{kind} {_age_text(row['true_age'])}/{_age_text(row['pred_age'])}", fontsize=7,
                          color="tab:green" if kind == "best" else "tab:red")
         for ax in ax_row:
             ax.set(xticks=[], yticks=[])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agekit.eval.error_analysis import ERROR_PLOT_TITLES, error_plots, error_summary
 from agekit.eval.metrics import AGE_BAND_LABELS
 from agekit.io import atomic_path, load_image, write_json_atomic, write_text_atomic
 
@@ -32,7 +33,7 @@ MAX_HIST_BINS = 200
 
 def write_report(out_dir, metrics: dict, predictions: list[dict], *, title: str, protocol: dict,
                  complexity: dict | None, image_loader=None, extra_sections=(), plots: bool = True,
-                 error_analysis: bool = False) -> dict[str, Path]:
+                 error_analysis: bool = True) -> dict[str, Path]:
     """Write the full report into out_dir and return {name: path} of every file written.
 
     metrics: compute_metrics() output. predictions: rows {'key', 'path', 'true_age', 'pred_age', and
@@ -43,7 +44,7 @@ def write_report(out_dir, metrics: dict, predictions: list[dict], *, title: str,
     needed).
     Names: 'metrics', 'predictions', 'report', and the plots written ('pred_vs_true', 'mae_by_age',
     'error_hist', 'examples'; none without predictions, no 'examples' without image paths).
-    error_analysis=True (with plots) adds the error-analysis pages of agekit.eval.error_analysis
+    error_analysis (with plots; on unless turned off) adds the error-analysis pages of agekit.eval.error_analysis
     (ERROR_PLOT_TITLES: signed error against true age, reliability diagrams, confusion of age bands, best and
     worst examples by age band and race) and a report section linking them.
     """
@@ -69,9 +70,7 @@ def write_report(out_dir, metrics: dict, predictions: list[dict], *, title: str,
 
 def _write_error_analysis(out_dir: Path, predictions: list[dict], image_loader, written: dict) -> str:
     """Write the error-analysis PNGs into out_dir (names added to `written`); return the report section."""
-    from agekit.eval.error_analysis import ERROR_PLOT_TITLES, error_plots, error_summary
-
-    for name, fig in error_plots(predictions, image_loader, _figure).items():
+    for name, fig in error_plots(predictions, lambda path: _thumbnail(path, image_loader), _figure).items():
         written[name] = out_dir / f"{name}.png"
         with atomic_path(written[name]) as tmp:
             fig.savefig(tmp, format="png", dpi=100)

@@ -12,22 +12,22 @@ from pathlib import Path
 
 import numpy as np
 
+from agekit.crop import TEMPLATE_112
+from agekit.errors import AgekitError
 from agekit.explain.geometry import TEMPLATE_REGIONS
+from agekit.explain.render import smooth
+from agekit.io import atomic_path, write_json_atomic, write_text_atomic
 
 
 def _figure(width, height):
     try:
         from matplotlib.figure import Figure
     except ModuleNotFoundError:
-        from agekit.errors import AgekitError
-
         raise AgekitError("saliency draws its figures with matplotlib: pip install -e '.[eval]'") from None
     return Figure(figsize=(width, height), layout="constrained")
 
 
 def _save(fig, path: Path) -> Path:
-    from agekit.io import atomic_path
-
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     return path
@@ -37,8 +37,6 @@ def _template_points(spec):
     """Where the template's 5 points and region discs land in an "align" crop of spec (None otherwise)."""
     if spec.rule != "align":
         return None, []
-    from agekit.crop import TEMPLATE_112
-
     scale = spec.size / (112.0 * (1.0 + spec.margin))
     offset = (spec.size - 112.0 * scale) / 2.0
     dy = spec.shift * 112.0 * scale
@@ -51,9 +49,8 @@ def _template_points(spec):
 
 def bands_figure(result: dict):
     """Models x bands grid of mean maps, one colour scale per model row."""
+    # matplotlib (the eval extra) is imported only when drawing
     from matplotlib.patches import Circle
-
-    from agekit.explain.render import smooth
 
     names = list(result["models"])
     bands = [b for b in next(iter(result["models"].values()))["bands"]]
@@ -150,9 +147,10 @@ def _json_ready(result: dict) -> dict:
 def report_markdown(result: dict, files: dict) -> str:
     p = result["protocol"]
     lines = ["# Saliency per age band", "",
-             f"Dataset {p['dataset']} ({p['split']} split), up to {p['per_band']} faces per band "
-             f"(seed {p['seed']}); {p['found']} faces found, {p['misses']} misses. Occlusion grid {p['occlusion']['grid']} "
-             f"({p['occlusion']['copies_per_face']} occluded copies per face), fill {p['occlusion']['fill']}.", "",
+             (f"Dataset {p['dataset']} ({p['split']} split), up to {p['per_band']} faces per band "
+              f"(seed {p['seed']}); {p['found']} faces found, {p['misses']} misses. Occlusion grid "
+              f"{p['occlusion']['grid']} ({p['occlusion']['copies_per_face']} occluded copies per face), fill "
+              f"{p['occlusion']['fill']}."), "",
              "| Model | method / backbone | file |", "|---|---|---|"]
     lines += [f"| {n} | {p['methods'][n]} | {p['models'][n]} |" for n in result["models"]]
     lines += ["", f"![mean saliency per band]({files['bands'].name})", "", "## Where the saliency lies", "",
@@ -170,10 +168,10 @@ def report_markdown(result: dict, files: dict) -> str:
         lines.append("")
     frac = p["deletion"]["fraction"]
     lines += ["## Deletion check", "",
-              f"Mean |change in the estimated age| after hiding the most salient {frac:.0%} of the face's pixels vs "
-              f"a random {frac:.0%} (mean of {p['deletion']['random_draws']} draws), filled with the {p['deletion']['fill']} "
-              "fill. Salient > random: share of faces where the salient deletion moved the estimate more. 95% "
-              "interval: paired bootstrap of the mean difference.", "",
+              (f"Mean |change in the estimated age| after hiding the most salient {frac:.0%} of the face's pixels "
+               f"vs a random {frac:.0%} (mean of {p['deletion']['random_draws']} draws), filled with the "
+               f"{p['deletion']['fill']} fill. Salient > random: share of faces where the salient deletion moved the "
+               "estimate more. 95% interval: paired bootstrap of the mean difference."), "",
               "| Model | Band | n | Salient | Random | Ratio | Salient > random | Difference (95% CI) |",
               "|---|---|---|---|---|---|---|---|"]
     for name, m in result["models"].items():
@@ -185,9 +183,10 @@ def report_markdown(result: dict, files: dict) -> str:
     lines += ["", f"![deletion check]({files['deletion'].name})", ""]
     if "channels" in files:
         ch = result["channels"]
-        lines += ["## Channels per band", "", f"Layer `{ch['layer']}` of {p['checkpoint']}: per band, the channels whose "
-                  "mean activation is highest relative to all sampled faces (z: (band mean − overall mean) / overall "
-                  "std).", "", "| Band | n | channels (z) |", "|---|---|---|"]
+        lines += ["## Channels per band", "",
+                  (f"Layer `{ch['layer']}` of {p['checkpoint']}: per band, the channels whose mean activation is "
+                   "highest relative to all sampled faces (z: (band mean − overall mean) / overall std)."), "",
+                  "| Band | n | channels (z) |", "|---|---|---|"]
         for band, c in ch["bands"].items():
             cells = ", ".join(f"{k} ({z:+.1f})" for k, z in zip(c["channels"], c["selectivity"]))
             lines.append(f"| {band} | {c['n']} | {cells} |")
@@ -196,8 +195,6 @@ def report_markdown(result: dict, files: dict) -> str:
 
 
 def write_band_report(out: Path, result: dict) -> dict:
-    from agekit.io import write_json_atomic, write_text_atomic
-
     out.mkdir(parents=True, exist_ok=True)
     files = {"bands": _save(bands_figure(result), out / "bands.png"),
              "deletion": _save(deletion_figure(result, result["protocol"]["deletion"]["fraction"]),

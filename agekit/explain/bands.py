@@ -20,10 +20,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from agekit.data.detected import main_face
+from agekit.data.records import AGE_VALID_RANGE, default_root, read_dataset
+from agekit.data.splits import seeded_subset
+from agekit.detect import detect_with_rotation
 from agekit.errors import AgekitError, ImageError
+from agekit.eval.pipeline import resolve_split, select_records
+from agekit.explain.band_figures import write_band_report
 from agekit.explain.geometry import region_masks, region_shares
 from agekit.explain.occlusion import check_options, delete_pixels, occlusion_maps
+from agekit.io import load_image
+from agekit.runtime import AgeEstimator
+from agekit.runtime.crops import face_crops
 
 # name -> (first, last) whole years of true age; None = no upper limit.
 BANDS = {"infants": (0, 2), "children": (3, 12), "teenagers": (13, 19), "adults": (20, 59), "seniors": (60, None)}
@@ -42,8 +52,6 @@ def band_of(age: float) -> str | None:
 
 def sample_by_band(records, per_band: int, seed: int) -> dict[str, list]:
     """{band: up to per_band records}, each band a seeded subset (agekit.data.splits.seeded_subset)."""
-    from agekit.data.splits import seeded_subset
-
     grouped: dict[str, list] = {name: [] for name in BANDS}
     for r in records:
         band = band_of(r.age)
@@ -55,12 +63,6 @@ def sample_by_band(records, per_band: int, seed: int) -> dict[str, list]:
 def find_faces(est, sampled: dict, progress: bool = True) -> tuple[list[dict], list[dict]]:
     """Detect each sampled record's labelled face once: ([{'band', 'key', 'true_age', 'image', 'landmarks'}],
     [{'key', 'reason'}] for the misses)."""
-    from tqdm import tqdm
-
-    from agekit.data.detected import main_face
-    from agekit.detect import detect_with_rotation
-    from agekit.io import load_image
-
     found, missed = [], []
     items = [(band, r) for band, rs in sampled.items() for r in rs]
     for band, r in tqdm(items, desc="finding faces", unit="img", disable=not progress):
@@ -82,10 +84,6 @@ def find_faces(est, sampled: dict, progress: bool = True) -> tuple[list[dict], l
 def explain_faces(est, faces: list[dict], grid: int, fill: str, fraction: float, seed: int,
                   progress: bool = True) -> list[dict]:
     """Per face: its crop's occlusion saliency, the model's age, and the deletion check's |changes|."""
-    from tqdm import tqdm
-
-    from agekit.runtime.crops import face_crops
-
     rng = np.random.default_rng(seed)
     out = []
     bar = tqdm(total=len(faces), desc=f"explaining ({Path(str(est.model.path)).stem})", unit="face",
@@ -169,10 +167,6 @@ def run_bands(models, dataset: str = "utkface", root=None, split: str = "test", 
               checkpoint=None, layer: str | None = None, progress: bool = True) -> dict:
     """Explain a per-band sample of a dataset split with each model. Returns {'protocol', 'models': {name:
     summarise_model(...)}, 'specs': {name: CropSpec}, 'misses', 'channels' (with checkpoint)}."""
-    from agekit.data.records import AGE_VALID_RANGE, default_root, read_dataset
-    from agekit.eval.pipeline import resolve_split, select_records
-    from agekit.runtime import AgeEstimator
-
     check_options(grid, fill)
     if not 0 < fraction < 1:
         raise AgekitError(f"fraction must be between 0 and 1, got {fraction}")
@@ -217,8 +211,11 @@ def run_bands(models, dataset: str = "utkface", root=None, split: str = "test", 
 def checkpoint_channels(checkpoint, layer, est, faces) -> dict:
     """The channels of `layer` (default: the Grad-CAM layer) that respond most to each band, over the first
     model's crops (agekit.explain.gradcam.band_channels)."""
-    from agekit.explain.gradcam import band_channels, default_layer, load_checkpoint
-    from agekit.runtime.crops import face_crops
+    from agekit.explain.gradcam import (  # torch: only here
+        band_channels,
+        default_layer,
+        load_checkpoint,
+    )
 
     model, specs = load_checkpoint(checkpoint)
     if specs[0] != est.model.views[0]:
@@ -234,6 +231,4 @@ def checkpoint_channels(checkpoint, layer, est, faces) -> dict:
 def write_bands(out_dir, result: dict) -> dict:
     """bands.json (tables), bands.png (mean maps: models x bands), deletion.png, channels.png (with a
     checkpoint) and bands.md linking them; each written atomically. Returns {name: path}."""
-    from agekit.explain.band_figures import write_band_report
-
     return write_band_report(Path(out_dir), result)

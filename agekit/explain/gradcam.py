@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from agekit.crop import view_specs
+from agekit.engine.checkpoint import load_model
 from agekit.errors import AgekitError
 
 MIN_SIDE = 7
@@ -25,9 +27,6 @@ MIN_SIDE = 7
 def load_checkpoint(path):
     """(model in eval mode, its crop specs) of a training checkpoint, through agekit.engine's loader (the
     restricted unpickler)."""
-    from agekit.crop import view_specs
-    from agekit.engine.checkpoint import load_model
-
     model, payload = load_model(path)
     return model, view_specs(payload["config"])
 

@@ -24,6 +24,8 @@ import numpy as np
 
 from agekit.errors import AgekitError
 from agekit.explain.geometry import crop_matrix, to_photo
+from agekit.runtime.crops import face_crops
+from agekit.runtime.estimator import as_image
 
 DEFAULT_GRID = 8
 FILLS = ("mean", "blur")
@@ -136,9 +138,6 @@ def occlusion_maps(model, face_views: list[list[np.ndarray]], grid: int = DEFAUL
 def explain_image(est, image, boxes=None, grid: int = DEFAULT_GRID, fill: str = "mean") -> list[FaceExplanation]:
     """Every face of one image (path, RGB array or PIL image) with its occlusion maps: `est.predict`'s faces,
     in its order, each explained over the crop `est` made of it."""
-    from agekit.runtime.crops import face_crops
-    from agekit.runtime.estimator import as_image
-
     check_options(grid, fill)
     image = as_image(image)
     faces = est.predict(image, boxes=boxes)

@@ -29,6 +29,7 @@ from agekit.video.source import (
     probe_video,
 )
 
+WRITABLE = {".mp4", ".m4v", ".mov", ".avi", ".mkv"}  # what OpenCV's writer makes here (mp4v or MJPG)
 SUMMARY_COLUMNS = ["file", "track", "first_s", "last_s", "frames", "frames_used", "age", "std", "lo", "hi",
                    "level", "gender", "gender_prob", "error"]
 
@@ -67,6 +68,9 @@ def _annotated_targets(args, sources) -> list:
         return [None] * len(sources)
     given = Path(args.save_annotated).expanduser()
     if given.suffix.lower() in VIDEO_EXTENSIONS:
+        if given.suffix.lower() not in WRITABLE:
+            raise AgekitError(f"--save-annotated {args.save_annotated}: agekit writes {', '.join(sorted(WRITABLE))} "
+                              "videos")
         if len(sources) > 1:
             raise AgekitError(f"--save-annotated {args.save_annotated}: one file for {len(sources)} videos; "
                               "give a folder")
