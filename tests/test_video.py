@@ -93,7 +93,8 @@ def write_video(path, n=24, people=1, fourcc="mp4v", seed=0):
         frame = bg.copy()
         for k in range(people):
             face = faces[k]
-            x = (10 + 3 * i) if k == 0 else (W - face.shape[1] - 10 - 3 * i // 2)
+            span = W - face.shape[1] - 20  # the first face goes right and back (a long video stays inside)
+            x = (10 + span - abs(span - (3 * i) % (2 * span))) if k == 0 else (W - face.shape[1] - 10 - 3 * i // 2)
             y = 20 if k == 0 else 90
             frame[y:y + face.shape[0], x:x + face.shape[1]] = face
         frame = np.clip(frame.astype(np.int16) + rng.normal(0, 3, frame.shape).astype(np.int16), 0, 255)
@@ -248,6 +249,9 @@ def test_usage_errors(estimator, clips, capsys):
     assert code == 2 and "would be overwritten" in err
     code, _, err = cli(capsys, "predict", clips["one"], "--no-detect")
     assert code == 2 and "--no-detect does not apply to videos" in err
+    code, _, err = cli(capsys, "predict", clips["one"], "--save-annotated", clips["root"] / "out.webm")
+    assert code == 2 and "agekit writes .avi, .m4v, .mkv, .mov, .mp4 videos" in err
+    assert not list(clips["root"].glob("*.webm"))
     code, _, err = cli(capsys, "predict")
     assert code == 2 and "--camera" in err
     code, _, err = cli(capsys, "predict", "--camera", "97", "--no-progress")
@@ -262,3 +266,32 @@ def test_missing_tracker_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "trackers", None)  # as on an install without the extra
     with pytest.raises(AgekitError, match=r"agekit\[video\]"):
         _bytetrack(30.0, 1.0)
+
+
+def test_interrupted_run_writes_its_tracks(estimator, tmp_path):
+    """SIGTERM (as Ctrl-C ends a webcam run) in the middle of a video: exit 143, the tracks so far written."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    clip = write_video(tmp_path / "long.avi", n=400, fourcc="MJPG")
+    out, frames = tmp_path / "people.json", tmp_path / "frames.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "agekit", "predict", str(clip), "--output", "json", "--out",
+                             str(out), "--frames-out", str(frames), "--no-progress", "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        partial = list(tmp_path.glob(".frames.jsonl.*.partial"))
+        if partial and partial[0].read_text().count('"scored": true') >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    rows = json.loads(out.read_text())
+    assert len(rows) == 1 and rows[0]["ok"] and rows[0]["frames_used"] >= 2
+    lines = frames.read_text().splitlines()
+    assert 2 <= len(lines) < 400 and "interrupted" in err

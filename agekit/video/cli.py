@@ -160,8 +160,10 @@ class SummaryWriter:
             self.dest.write(table_text([header[:-1]] + rows))
 
 
-def _process(args, estimator, source, annotated_target, frames_dest, bar) -> tuple[list, str | None]:
-    """Run one source: (track summaries, error or None). VideoError (cannot open) is the caller's."""
+def _process(args, estimator, source, annotated_target, frames_dest, bar):
+    """Run one source: (track summaries, error or None, the interrupt that stopped it or None). VideoError
+    (cannot open) is the caller's."""
+    from agekit.runtime.cli import Terminated
     from agekit.video.annotated import AnnotatedVideo
     from agekit.video.tracking import TrackRun
 
@@ -173,7 +175,7 @@ def _process(args, estimator, source, annotated_target, frames_dest, bar) -> tup
         video = AnnotatedVideo(annotated_target, src.fps or 30.0, src.width, src.height)
     bar.reset(total=src.expected_frames)
     bar.set_description(Path(src.name).name if src.kind == "file" else src.name)
-    last = None
+    last = stop = None
     try:
         for index, t, frame, result in run.frames():
             if result is not None:
@@ -183,12 +185,14 @@ def _process(args, estimator, source, annotated_target, frames_dest, bar) -> tup
             if video is not None:
                 video.write(frame, last)
             bar.update()  # tqdm shows the frames per second
+    except (KeyboardInterrupt, Terminated) as exc:  # Ctrl-C ends a webcam run: its tracks are still written
+        stop = exc
     finally:
         if video is not None:
             video.close(keep=True)
         if frames_dest is not None:
             frames_dest.flush()
-    return run.summaries(), run.error
+    return run.summaries(), run.error, stop
 
 
 def run_video(args, sources) -> int:
@@ -215,14 +219,19 @@ def run_video(args, sources) -> int:
         with _sigterm_raises():
             for source, annotated_target in zip(sources, annotated):
                 name = f"camera {source.split(':', 1)[1]}" if source.startswith("camera:") else source
+                stop = None
                 try:
-                    summaries, error = _process(args, estimator, source, annotated_target, frames_dest, bar)
+                    summaries, error, stop = _process(args, estimator, source, annotated_target, frames_dest, bar)
                 except VideoError as exc:
                     summaries, error = [], str(exc).removeprefix(f"{name}: ")
                 writer.add(name, summaries, error)
                 if error:
                     failed += 1
                     print(f"agekit: {name}: {error}", file=sys.stderr)
+                elif not summaries:  # not an error (an empty scene is one), but an empty table needs a word
+                    print(f"agekit: {name}: no face found", file=sys.stderr)
+                if stop is not None:
+                    raise stop
     except KeyboardInterrupt:
         status = 130
     except Terminated:
