@@ -8,6 +8,7 @@ compute=ActorPoolStrategy(size=N))`), a Spark job one per executor's Python work
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +24,16 @@ COLUMNS = (("path", "string"), ("face", "int32"), ("age", "float64"), ("std", "f
 
 
 def schema():
+    """The rows' Arrow schema."""
     import pyarrow as pa
 
     return pa.schema([(name, getattr(pa, kind)()) for name, kind in COLUMNS])
+
+
+def ddl() -> str:
+    """The rows' schema as a Spark SQL DDL string (for DataFrame.mapInArrow)."""
+    spark = {"string": "STRING", "int32": "INT", "float64": "DOUBLE"}
+    return ", ".join(f"{name} {spark[kind]}" for name, kind in COLUMNS)
 
 
 @dataclass
@@ -99,6 +107,13 @@ class FacePredictor:
                 for (name, _), value in zip(COLUMNS, values):
                     rows[name].append(value)
         return pa.Table.from_pydict(rows, schema=schema())
+
+
+@functools.lru_cache(maxsize=4)
+def shared_predictor(**options) -> FacePredictor:
+    """One FacePredictor per process and options (hashable values only): for engines that call a plain
+    function per batch, such as Spark's mapInArrow, so that each worker process loads the model once."""
+    return FacePredictor(**options)
 
 
 def _rows(res):

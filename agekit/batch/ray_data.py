@@ -26,7 +26,7 @@ MANIFEST_SUFFIXES = (".csv", ".txt", ".parquet")
 def _ray():
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ModuleNotFoundError:
         raise AgekitError('batch prediction on Ray needs Ray Data: pip install "agekit[batch]"') from None
     return ray
@@ -101,8 +101,8 @@ def predict_dataset(source, out, *, concurrency: int | tuple | None = None, batc
     dataset, root = read_source(source)
     if concurrency is None:
         concurrency = max(1, int(ray.cluster_resources().get("CPU", 1) // num_cpus))
-    sizes = dict(min_size=concurrency[0], max_size=concurrency[1]) if isinstance(concurrency, tuple) \
-        else dict(size=int(concurrency))
+    sizes = {"min_size": concurrency[0], "max_size": concurrency[1]} if isinstance(concurrency, tuple) \
+        else {"size": int(concurrency)}
     predicted = dataset.map_batches(FacePredictor, fn_constructor_kwargs=dict(options, root=root),
                                     batch_size=batch_size, batch_format="pyarrow",
                                     compute=ray.data.ActorPoolStrategy(**sizes), num_cpus=num_cpus)

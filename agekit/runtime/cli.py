@@ -415,43 +415,33 @@ def run_command(args, columns, per_face=None) -> int:
     todo = [i for i, item in enumerate(items) if resume is None or not resume.has(item)]
     chunk_files, pool = CHUNK_FILES, None
     workers = min(getattr(args, "workers", 1), len(todo))
+    if any(items[i].url == "-" for i in todo):
+        workers = 1  # standard input can be read only here: worker processes have none
     if workers > 1:  # the workers load the model (each its own); this process only writes
-        from agekit.runtime.workers import WorkerPool, threads_per_worker
+        from agekit.runtime.workers import start_pool
 
+        pool = start_pool(args, per_face, boxes, workers)
         chunk_files = max(1, min(CHUNK_FILES, -(-len(todo) // (2 * workers))))  # every worker gets work
-        pool = WorkerPool(args, per_face, boxes, workers, threads_per_worker(workers, args.threads))
-        try:
-            pool.check_started()
-        except BaseException:
-            pool.close()
-            raise
     else:
         estimator = build_estimator(args)
         per_face_fn = per_face(estimator) if per_face else None
-    chunks = [todo[start:start + chunk_files] for start in range(0, len(todo), chunk_files)]
+    chunks = (([items[i] for i in todo[k:k + chunk_files]], [plan[i] for i in todo[k:k + chunk_files]])
+              for k in range(0, len(todo), chunk_files))  # (inputs, annotated destinations), made as needed
 
     def chunk_results():
-        if pool is None:
-            for chunk in chunks:
-                yield process_chunk(args, estimator, [items[i] for i in chunk], boxes, per_face_fn,
-                                    [plan[i] for i in chunk])
+        if pool is not None:
+            yield from pool.results(chunks)
             return
-        printed = set()
-        for results, notes in pool.results(([items[i] for i in chunk], [plan[i] for i in chunk])
-                                           for chunk in chunks):
-            for line in notes:  # e.g. the --context-dir note, once although every worker has it
-                if line not in printed:
-                    printed.add(line)
-                    print(line, file=sys.stderr)
-            yield results
+        for chunk_items, chunk_plan in chunks:
+            yield process_chunk(args, estimator, chunk_items, boxes, per_face_fn, chunk_plan)
 
     # every check passed: from here on, outputs are created and images read
-    if args.save_annotated:
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise AgekitError(f"--save-annotated {args.save_annotated}: {exc.strerror or exc}") from None
     try:
+        if args.save_annotated:
+            try:
+                out_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise AgekitError(f"--save-annotated {args.save_annotated}: {exc.strerror or exc}") from None
         dest = open_destination(target, resume)
     except BaseException:
         if pool is not None:

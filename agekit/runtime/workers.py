@@ -10,8 +10,8 @@ are pickled to them (a nested function by value: `Portable`).
 
 Signals: Ctrl-C goes to the whole process group, so workers ignore SIGINT and the main process, which writes
 the output, decides. Stopping (Ctrl-C, SIGTERM, an error) cancels the chunks not started and sends each
-worker SIGTERM, on which it drops the chunk it is on (unwinding, so a half-written annotated copy is
-removed) and skips any other; then the workers exit.
+worker SIGTERM, on which it drops the chunk it is on (unwinding first, so a half-written annotated copy is
+removed) and exits. A worker whose main process is killed with -9 exits too.
 """
 from __future__ import annotations
 
@@ -21,8 +21,12 @@ import copy
 import importlib
 import marshal
 import multiprocessing
+import multiprocessing.connection
+import os
 import pickle
 import signal
+import sys
+import threading
 import types
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -75,8 +79,20 @@ def threads_per_worker(workers: int, threads: int | None) -> int:
 
 
 def _stop(signum, frame):
-    _WORKER["stopped"] = True
-    raise SystemExit(128 + signum)  # caught by the pool's worker loop, which then reads its exit sentinel
+    """SIGTERM in a worker: a chunk being scored is unwound (its temporary files removed, _score_chunk
+    then exits); an idle worker exits at once."""
+    if _WORKER.get("busy"):
+        raise SystemExit(128 + signum)
+    os._exit(128 + signum)
+
+
+def _exit_with_parent() -> None:
+    """A worker exits when the main process is gone (killed with -9): nothing else would end it, as it
+    holds both ends of the pool's task queue."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
 
 
 def _start(args, per_face, boxes, threads: int) -> None:
@@ -84,6 +100,7 @@ def _start(args, per_face, boxes, threads: int) -> None:
     by each chunk."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _stop)
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
     try:
         import cv2
 
@@ -113,15 +130,31 @@ def _score_chunk(items, annotated):
     """One chunk in a worker: (FileResults in order, notes for stderr)."""
     from agekit.runtime.cli import process_chunk
 
-    if _WORKER.get("stopped"):
-        return [], []
     if "error" in _WORKER:
         raise AgekitError(f"a worker process could not start: {_WORKER['error']}")
-    results = process_chunk(_WORKER["args"], _WORKER["estimator"], items, _WORKER["boxes"], _WORKER["per_face"],
-                            annotated)
+    _WORKER["busy"] = True
+    try:
+        results = process_chunk(_WORKER["args"], _WORKER["estimator"], items, _WORKER["boxes"],
+                                _WORKER["per_face"], annotated)
+    except SystemExit as exc:  # SIGTERM (_stop): the chunk is dropped
+        os._exit(exc.code)
+    finally:
+        _WORKER["busy"] = False
     notes = list(_WORKER["notes"])
     _WORKER["notes"].clear()
     return results, notes
+
+
+def start_pool(args, per_face, boxes, workers: int) -> WorkerPool:
+    """A started pool for `agekit predict/check --workers`: a worker has loaded its estimator (they all
+    load the same), or the error that stopped it is raised and the pool closed."""
+    pool = WorkerPool(args, per_face, boxes, workers, threads_per_worker(workers, args.threads))
+    try:
+        pool.check_started()
+    except BaseException:
+        pool.close()
+        raise
+    return pool
 
 
 class WorkerPool:
@@ -156,9 +189,11 @@ class WorkerPool:
             raise AgekitError(error)
 
     def results(self, chunks):
-        """chunks: iterable of (items, annotated destinations) -> yields (results, notes) in order."""
+        """chunks: iterable of (items, annotated destinations) -> yields each chunk's results, in order.
+        Notes for stderr (the --context-dir note) are printed once, although every worker makes them."""
         chunks = iter(chunks)
         queued = collections.deque()
+        printed = set()
 
         def submit_next() -> None:
             chunk = next(chunks, None)
@@ -169,12 +204,16 @@ class WorkerPool:
             submit_next()
         while queued:
             try:
-                done = queued.popleft().result()
+                results, notes = queued.popleft().result()
             except BrokenProcessPool:
                 raise WorkerStopped("a worker process stopped unexpectedly (killed, out of memory or a crash); "
                                     "the files of its chunk have no results") from None
             submit_next()
-            yield done
+            for line in notes:
+                if line not in printed:
+                    printed.add(line)
+                    print(line, file=sys.stderr)
+            yield results
 
     def close(self, stop: bool = True) -> None:
         """No more chunks: cancel what has not started and (stop) make the workers drop the chunks they are
