@@ -99,6 +99,19 @@ def test_output_folder_is_never_overwritten(tmp_path, photos):
     assert (out / "old.parquet").read_bytes() == b"earlier results"
 
 
+def test_usage_errors_come_before_ray(tmp_path, photos):
+    """A model that is not ONNX or an unknown detector is one AgekitError on the driver, not dying actors."""
+    from agekit.batch.ray_data import predict_dataset
+
+    (tmp_path / "bad.onnx").write_text("not a model\n")
+    out = tmp_path / "ages.parquet"
+    with pytest.raises(AgekitError, match="bad.onnx: not a readable ONNX model"):
+        predict_dataset(photos, out, model=str(tmp_path / "bad.onnx"))
+    with pytest.raises(AgekitError, match="face detector 'no-such' unknown"):
+        predict_dataset(photos, out, detector="no-such")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]
+
+
 def test_ray_example_folder_to_parquet(photos, estimator, tmp_path):
     """examples/ray_batch.py on a local 2-CPU Ray instance, one model actor, batches of 2 files."""
     import pyarrow.dataset as pads
@@ -110,6 +123,7 @@ def test_ray_example_folder_to_parquet(photos, estimator, tmp_path):
                           check=False, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert done.returncode == 1, done.stderr[-3000:]  # 1: some files failed, as agekit predict
     assert f"5 files, 2 failed, 3 faces -> {out}" in done.stdout
+    assert not list(tmp_path.glob(".ages.parquet.partial-*"))  # written there, then renamed to OUT
     table = pads.dataset(out, format="parquet").to_table()
     assert table.schema.names == [name for name, _ in COLUMNS]
     _check_rows(_rows(table), photos, estimator, name_of=lambda p: Path(p).relative_to(photos).as_posix())

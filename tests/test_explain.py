@@ -135,6 +135,8 @@ def test_bad_options_are_one_line_errors(synthetic):
 
     with pytest.raises(AgekitError, match="grid"):
         synthetic.explain(textured(48, 48), boxes=[(0, 0, 48, 48)], grid=1)
+    with pytest.raises(AgekitError, match="grid must be an integer from 2 to 32"):
+        synthetic.explain(textured(48, 48), boxes=[(0, 0, 48, 48)], grid=1000)  # a million copies: refused
     with pytest.raises(AgekitError, match="fill"):
         synthetic.explain(textured(48, 48), boxes=[(0, 0, 48, 48)], fill="noise")
 
@@ -292,6 +294,21 @@ def test_explain_cli_on_the_example_photo(capsys, tmp_path):
     assert maps["saliency"].shape == (64, 64) and np.isfinite(maps["saliency"]).all()
 
 
+def test_explain_cli_never_overwrites_an_input_in_the_out_folder(capsys, tmp_path):
+    from PIL import Image
+
+    photo, other = tmp_path / "me.png", tmp_path / "me-face1.png"  # me.png's overlay and me's first panel
+    Image.open(ASTRONAUT).save(photo)
+    Image.open(ASTRONAUT).transpose(Image.FLIP_LEFT_RIGHT).save(other)
+    before = photo.read_bytes(), other.read_bytes()
+    code = main(["explain", str(photo), str(other), "--out", str(tmp_path), "--model", "fast", "--threads", "1"])
+    capsys.readouterr()
+    assert code == 0 and (photo.read_bytes(), other.read_bytes()) == before
+    faces = json.loads((tmp_path / "explain.json").read_text())["faces"]
+    assert [f["files"]["photo"] for f in faces] == ["me-2.png", "me-face1-2.png"]
+    assert [f["files"]["panel"] for f in faces] == ["me-2-face1.png", "me-face1-2-face1.png"]
+
+
 def test_explain_cli_usage_errors(capsys, tmp_path):
     code = main(["explain", str(ASTRONAUT), "--out", str(tmp_path), "--layers", "auto"])
     err = capsys.readouterr().err
@@ -300,6 +317,9 @@ def test_explain_cli_usage_errors(capsys, tmp_path):
     afile.write_text("x")
     code = main(["explain", str(ASTRONAUT), "--out", str(afile)])
     assert code == 2 and "not a folder" in capsys.readouterr().err
+    code = main(["explain", str(ASTRONAUT), "--out", str(tmp_path / "never"), "--max-faces", "0"])
+    assert code == 2 and "--max-faces must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()  # a usage error writes nothing
 
 
 def test_deletion_check_and_band_report_on_a_small_slice(utkface_root, tmp_path, synthetic):

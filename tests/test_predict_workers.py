@@ -191,3 +191,44 @@ def test_ctrl_c_and_sigterm_stop_the_workers_and_keep_the_rows(photos, tmp_path,
                      "--no-progress")
     files = [json.loads(line)["file"] for line in out.read_text().splitlines()]
     assert code == 0 and sorted(files) == sorted(str(p) for p in folder.iterdir())
+
+
+def test_a_worker_that_dies_keeps_the_rows_before_it(photos, tmp_path, capsys):
+    """A worker killed with -9 (as by the OOM killer): a one-line error, exit 2, the rows done are in place and
+    --resume finishes the batch."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(60):
+        os.link(photos / f"photo{i % 10:02d}.jpg", folder / f"{i:02d}.jpg")
+    out = tmp_path / "res.jsonl"
+    driver = tmp_path / "slow_agekit.py"
+    driver.write_text(SLOW_DRIVER)
+    argv = ["predict", folder, "--output", "jsonl", "--out", out, "--workers", "2", "--no-progress"]
+    proc = subprocess.Popen([sys.executable, driver, *map(str, argv)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            partial = list(tmp_path.glob(".res.jsonl.*.partial"))
+            if partial and partial[0].read_text().count("\n") >= 8:
+                break
+            time.sleep(0.02)
+        # the workers are the fork server's children, grandchildren of the main process
+        children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], check=False, capture_output=True,
+                                                   text=True).stdout.split()]
+        workers = [d for c in children for d in _descendants(c)]
+        assert workers, "no worker process found"
+        os.kill(workers[0], signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 2, err
+    assert "a worker process stopped unexpectedly" in err and "--resume" in err and "Traceback" not in err, err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert 8 <= len(rows) < 60 and not list(tmp_path.glob(".res.jsonl*"))
+    code, _, _ = run(capsys, "predict", folder, "--output", "jsonl", "--out", out, "--resume", "--workers", 2,
+                     "--no-progress")
+    files = [json.loads(line)["file"] for line in out.read_text().splitlines()]
+    assert code == 0 and sorted(files) == sorted(str(p) for p in folder.iterdir())

@@ -41,13 +41,14 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / "server.log"
-        self.log = open(self.log_path, "wb")
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 (the server's stdout until stop())
         self.proc = subprocess.Popen([sys.executable, "-m", "agekit", "serve", "--port", str(self.port), *args],
                                      stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
                                      env=dict(os.environ, **(env or {})))
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.log.close()
                 raise RuntimeError(f"agekit serve exited {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
             with contextlib.suppress(OSError):
                 if request(self.url + "/readyz")[0] == 200:
@@ -339,6 +340,10 @@ def test_bad_serve_options_are_one_line(tmp_path, capsys):
     (tmp_path / "short.txt").write_text("abc\n")
     assert main(["serve", "--api-key-file", str(tmp_path / "short.txt")]) == 2
     assert main(["serve", "--concurrency", "0"]) == 2
+    assert main(["serve", "--max-connections", "0"]) == 2
+    assert main(["serve", "--max-upload-mb", "inf"]) == 2
+    assert main(["serve", "--timeout", "nan"]) == 2
     err = capsys.readouterr().err
     assert "missing.onnx" in err and "none.txt" in err and "16 characters" in err and "--concurrency" in err
+    assert "--max-connections" in err and "--max-upload-mb" in err and "--timeout" in err
     assert "Traceback" not in err

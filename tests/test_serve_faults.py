@@ -46,6 +46,10 @@ BAD_INPUTS = {
     "json nested too deeply": (lambda: (b'{"image": ' + b"[" * 10**5 + b"]" * 10**5 + b"}", "application/json"), 400,
                                 "bad_request"),
     "empty base64 image": (lambda: (b'{"image": ""}', "application/json"), 400, "empty_body"),
+    "json number over python's digit limit": (lambda: (b'{"image": "AAAA", "n": ' + b"9" * 5000 + b"}",
+                                                       "application/json"), 400, "bad_request"),
+    "context age too large for a float": (lambda: (b'{"image": "AAAA", "context": [{"image": "AAAA", "age": '
+                                                   + b"9" * 400 + b"}]}", "application/json"), 400, "bad_context"),
     "form without file": (lambda: multipart([("photo", photo_bytes(), "a.jpg")]), 400, "missing_image"),
     "form without boundary": (lambda: (b"--x\r\n", "multipart/form-data"), 400, "bad_request"),
     "garbled form": (lambda: (b"garbage", "multipart/form-data; boundary=abc"), 400, "bad_request"),

@@ -86,6 +86,14 @@ def test_page_shows_errors_and_takes_a_camera_photo(server, browser_page, tmp_pa
     page.set_input_files("#file", str(bad))
     page.wait_for_selector("#status.error")
     assert "(bad_image)" in page.inner_text("#status")
+    # a format the server reads but Chromium cannot show (TIFF): the faces are listed, nothing drawn
+    from PIL import Image
+
+    tiff = tmp_path / "astronaut.tiff"
+    Image.open(PHOTO).save(tiff)
+    page.set_input_files("#file", str(tiff))
+    page.wait_for_function("() => document.getElementById('status').textContent === '1 face found.'")
+    assert page.locator("#faces .face").count() == 1 and page.locator("#canvas").is_hidden()
     # the camera: Chromium's fake device gives a test pattern (no face in it)
     page.click("#camera-start")
     page.wait_for_function("() => document.getElementById('video').videoWidth > 0")

@@ -221,6 +221,20 @@ def test_cli_bad_inputs_keep_good_results(estimator, clips, tmp_path, capsys):
     assert "4 videos, 1 ok, 3 failed" in err and "Traceback" not in err
 
 
+def test_file_without_a_length_is_timed_by_its_frame_rate(tmp_path):
+    from agekit.video.source import open_source
+
+    path = tmp_path / "raw.mjpeg"  # concatenated JPEGs: FFmpeg knows the rate (25) but not the length
+    with path.open("wb") as fh:
+        for i in range(10):
+            fh.write(cv2.imencode(".jpg", np.full((48, 64, 3), 20 * i, np.uint8))[1].tobytes())
+    source = open_source(str(path))
+    assert source.frame_count is None and source.fps > 0
+    times = [t for _, t, _ in source]
+    assert times == pytest.approx([i / source.fps for i in range(10)])  # the video's clock, not the reader's
+    assert source.error is None                                        # its end is not a dropped camera
+
+
 def test_stream_that_drops_keeps_its_frames(estimator, tmp_path, capsys):
     full = write_video(tmp_path / "full.avi", n=30, fourcc="MJPG")
     data = full.read_bytes()
@@ -247,6 +261,8 @@ def test_usage_errors(estimator, clips, capsys):
     assert code == 2 and "--every applies to videos" in err
     code, _, err = cli(capsys, "predict", clips["one"], "--out", clips["one"])
     assert code == 2 and "would be overwritten" in err
+    code, _, err = cli(capsys, "predict", clips["one"], "--frames-out", "-")
+    assert code == 2 and "both go to stdout" in err
     code, _, err = cli(capsys, "predict", clips["one"], "--no-detect")
     assert code == 2 and "--no-detect does not apply to videos" in err
     code, _, err = cli(capsys, "predict", clips["one"], "--save-annotated", clips["root"] / "out.webm")

@@ -15,6 +15,8 @@ FacePredictor over them (docs/batch.md). Needs `pip install "agekit[batch]"` (ra
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 from pathlib import Path
 
 from agekit.batch.predictor import FacePredictor
@@ -85,17 +87,10 @@ def predict_dataset(source, out, *, concurrency: int | tuple | None = None, batc
     threshold, min_face, max_faces, threads, detector_options, no_detect). Starts a local Ray instance when
     none is running (ray.init() before it to choose one). Returns the output folder."""
     ray = _ray()
-    from agekit.runtime import calibration
-    from agekit.runtime.onnx_model import resolve_model
-
-    try:  # usage errors here, not once per actor
-        calibration.check_level(options.get("level", 0.9))
-    except ValueError as exc:
-        raise AgekitError(str(exc)) from None
-    model = resolve_model(options.get("model"))
-    if not model.is_file():
-        raise AgekitError(f"model {options.get('model')}: file not found")
-    out_path = check_out(out)
+    # usage errors (a missing or unreadable model, an unknown detector, a bad level) here, as one AgekitError,
+    # not as actors that die in Ray: make the actors' predictor once (a fraction of a second)
+    FacePredictor(**options)
+    out_path = Path(os.path.abspath(check_out(out)))  # absolute: OUT may be "." (an empty folder)
     if not ray.is_initialized():
         ray.init()
     dataset, root = read_source(source)
@@ -106,7 +101,17 @@ def predict_dataset(source, out, *, concurrency: int | tuple | None = None, batc
     predicted = dataset.map_batches(FacePredictor, fn_constructor_kwargs=dict(options, root=root),
                                     batch_size=batch_size, batch_format="pyarrow",
                                     compute=ray.data.ActorPoolStrategy(**sizes), num_cpus=num_cpus)
-    if out_path.is_dir():
-        out_path.rmdir()  # empty (check_out): Ray's mode="error" refuses any existing path
-    predicted.write_parquet(str(out_path.resolve()), mode="error")
+    # written beside OUT under a temporary name and renamed when complete: a run that fails part-way
+    # (Ray writes file by file) leaves nothing at OUT that could pass for the whole result
+    partial = out_path.with_name(f".{out_path.name}.partial-{uuid.uuid4().hex[:8]}")
+    partial.mkdir(parents=True)
+    try:
+        predicted.write_parquet(str(partial.resolve()))
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    try:
+        os.replace(partial, out_path)  # replaces OUT only when it is still an empty folder (check_out)
+    except OSError as exc:
+        raise AgekitError(f"{out}: could not be written ({exc.strerror}); the results are in {partial}") from None
     return out_path

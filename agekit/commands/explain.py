@@ -8,6 +8,7 @@ table), and saliency reads research datasets, which a user explaining a photo ne
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def register(sub):
     p.add_argument("--layers", help="with --checkpoint: feature maps of these layers, comma-separated, or 'auto' "
                                     "(the ends of the last three stages at least 7 cells wide)")
     p.add_argument("--grid", type=int, default=8,
-                   help="occlusion cells per side; (grid-1)^2 occluded copies per face (default 8: 49)")
+                   help="occlusion cells per side, 2-32; (grid-1)^2 occluded copies per face (default 8: 49)")
     p.add_argument("--fill", choices=FILL_CHOICES, default="mean",
                    help="what hides a patch: the face's mean colour (default) or a blurred copy")
     p.add_argument("--max-faces", type=int, help="explain at most N faces per photo (best detector score first)")
@@ -82,9 +83,14 @@ def _photo_paths(args_photos) -> tuple[list[Path], list[str]]:
 
 
 def _out_dir(out: str) -> Path:
+    """The --out folder, made now (before any work) so that a folder that cannot be made is a usage error."""
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise AgekitError(f"--out {out}: exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AgekitError(f"--out {out}: cannot make the folder ({exc.strerror or exc})") from None
     return path
 
 
@@ -96,9 +102,15 @@ def _write_png(path: Path, rgb) -> None:
         Path(tmp).write_bytes(png_bytes(rgb))
 
 
-def _unique_stem(path: Path, used: set) -> str:
+def _unique_stem(path: Path, used: set, keep: set) -> str:
+    """The name stem of a photo's files: unique in this run, and never one whose files (STEM.png,
+    STEM-faceK...) would overwrite a file of `keep` (names in --out: the input photos there, the files this
+    run wrote)."""
+    def taken(stem):
+        return stem in used or any(n == f"{stem}.png" or n.startswith(f"{stem}-face") for n in keep)
+
     stem, n = path.stem, 2
-    while stem in used:
+    while taken(stem):
         stem, n = f"{path.stem}-{n}", n + 1
     used.add(stem)
     return stem
@@ -143,13 +155,16 @@ def run(args) -> int:
     from agekit.runtime import AgeEstimator
 
     check_options(args.grid, args.fill)
+    if args.max_faces is not None and args.max_faces < 1:
+        raise AgekitError(f"--max-faces must be at least 1, got {args.max_faces}")
     out = _out_dir(args.out)
     est = AgeEstimator(args.model, max_faces=args.max_faces, threads=args.threads)
     cam_model, layers = _checkpoint_model(args, est)
     paths, errors = _photo_paths(args.photos)
     for line in errors:
         print(f"agekit explain: {line}", file=sys.stderr)
-    out.mkdir(parents=True, exist_ok=True)
+    out_real = os.path.realpath(out)
+    keep = {p.name for p in paths if os.path.dirname(os.path.realpath(p)) == out_real}  # never overwritten
     masks = region_masks(est.model.views[0])
     records, used, failed = [], set(), len(errors)
     for path in paths:
@@ -170,7 +185,8 @@ def run(args) -> int:
             cams = grad_cam(cam_model, np.stack([e.crop for e in explanations]))
             for e, cam in zip(explanations, cams):
                 e.gradcam = cam
-        stem = _unique_stem(path, used)
+        stem = _unique_stem(path, used, keep)
+        keep.add(f"{stem}.png")
         photo_file = out / f"{stem}.png"
         _write_png(photo_file, photo_overlay(image, explanations))
         for k, e in enumerate(explanations, 1):
@@ -188,6 +204,7 @@ def run(args) -> int:
                 fmaps = feature_maps(cam_model, e.crop[None], layers)
                 _write_png(out / files["layers"], layer_grid({n: v[0] for n, v in fmaps.items()}))
             _save_npz(out / files["maps"], arrays)
+            keep.update(name for key, name in files.items() if key != "photo")
             shares = region_shares(e.saliency, masks)
             top = sorted(shares, key=shares.get, reverse=True)[:2] if shares else []
             records.append({"file": str(path), "face": k, **f.to_dict(),
@@ -219,10 +236,11 @@ def run_bands(args) -> int:
     from agekit.explain.bands import run_bands as run_all
     from agekit.explain.bands import write_bands
 
+    out = _out_dir(args.out)  # before the run: a bad --out must not cost the run
     result = run_all(args.models, dataset=args.dataset, root=args.data, split=args.split, per_band=args.per_band,
                      fraction=args.fraction, grid=args.grid, fill=args.fill, seed=args.seed, threads=args.threads,
                      checkpoint=args.checkpoint, layer=args.layer, progress=not args.no_progress)
-    files = write_bands(_out_dir(args.out), result)
+    files = write_bands(out, result)
     for name, m in result["models"].items():
         d = m["deletion"]
         print(f"{name}: {m['n_faces']} faces; deleting the most salient {args.fraction:.0%} moves the age by "

@@ -54,6 +54,8 @@ def settings_from_args(args):
         raise AgekitError(f"--workers must be >= 1, got {args.workers}")
     if not 0 <= args.port <= 65535:
         raise AgekitError(f"--port must be 0-65535, got {args.port}")
+    if args.max_connections < 1:  # uvicorn would answer every request 503
+        raise AgekitError(f"--max-connections must be >= 1, got {args.max_connections}")
     threads = args.threads
     if threads is None:  # one thread per core in all: more only fight over the cores (docs/serve.md)
         threads = max(1, physical_cores() // (args.workers * max(1, args.concurrency)))

@@ -28,6 +28,7 @@ from agekit.runtime.crops import face_crops
 from agekit.runtime.estimator import as_image
 
 DEFAULT_GRID = 8
+MAX_GRID = 32  # 961 copies per face; (grid - 1)^2 copies of a much finer grid would not fit in memory
 FILLS = ("mean", "blur")
 
 
@@ -65,8 +66,8 @@ class FaceExplanation:
 
 
 def check_options(grid: int, fill: str) -> None:
-    if not isinstance(grid, (int, np.integer)) or grid < 2:
-        raise AgekitError(f"grid must be an integer of at least 2, got {grid!r}")
+    if not isinstance(grid, (int, np.integer)) or not 2 <= grid <= MAX_GRID:
+        raise AgekitError(f"grid must be an integer from 2 to {MAX_GRID}, got {grid!r}")
     if fill not in FILLS:
         raise AgekitError(f"fill must be one of {', '.join(FILLS)}, got {fill!r}")
 

@@ -28,12 +28,28 @@ def label(face, extra: str | None = None) -> str:
     return text
 
 
+def line_sizes(shape) -> tuple[int, float]:
+    """(line thickness, font scale) that read well on an image of `shape`."""
+    side = max(shape[:2])
+    return max(1, round(side / 500)), max(0.4, side / 1200)
+
+
+def put_label(canvas: np.ndarray, box, text: str, color, thick: int, scale: float) -> None:
+    """`text` in black on a strip of `color` above `box` (below it where there is no room), drawn in place;
+    also used for the tracked faces of a video (agekit.video.annotated)."""
+    h, w = canvas.shape[:2]
+    x1, y1, _, y2 = (round(v) for v in box)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    tx = min(max(0, x1), max(0, w - tw))
+    ty = y1 - base - 2 if y1 - th - base - 2 >= 0 else min(h - base, y2 + th + 2)
+    cv2.rectangle(canvas, (tx, ty - th - 2), (tx + tw, ty + base), color, -1)
+    cv2.putText(canvas, text, (tx, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA)
+
+
 def draw(image: np.ndarray, faces, labels=None) -> np.ndarray:
     """A BGR copy of an RGB image with the faces drawn."""
     canvas = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    h, w = canvas.shape[:2]
-    thick = max(1, round(max(h, w) / 500))
-    scale = max(0.4, max(h, w) / 1200)
+    thick, scale = line_sizes(canvas.shape)
     for i, face in enumerate(faces):
         color = FLAGGED_COLOR if face.flags else COLOR
         x1, y1, x2, y2 = (int(round(v)) for v in face.box)
@@ -41,12 +57,7 @@ def draw(image: np.ndarray, faces, labels=None) -> np.ndarray:
         if face.landmarks is not None:
             for x, y in face.landmarks:
                 cv2.circle(canvas, (int(round(x)), int(round(y))), thick + 1, color, -1)
-        text = labels[i] if labels else label(face)
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-        tx = min(max(0, x1), max(0, w - tw))
-        ty = y1 - base - 2 if y1 - th - base - 2 >= 0 else min(h - base, y2 + th + 2)
-        cv2.rectangle(canvas, (tx, ty - th - 2), (tx + tw, ty + base), color, -1)
-        cv2.putText(canvas, text, (tx, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA)
+        put_label(canvas, face.box, labels[i] if labels else label(face), color, thick, scale)
     return canvas
 
 

@@ -172,7 +172,7 @@ def _scaled_boxes(file_boxes, loaded):
     return [(x1 / sx, y1 / sy, x2 / sx, y2 / sy) for x1, y1, x2, y2 in boxes]
 
 
-def _to_photo_pixels(faces, loaded) -> None:
+def to_photo_pixels(faces, loaded) -> None:
     import numpy as np
 
     if not loaded.reduced:
@@ -236,7 +236,7 @@ def _finish(pending: _Pending, faces, per_face) -> None:
     if annotated is not None:  # drawn on the working image, before the boxes go back to photo pixels
         labels = [label(f, e.get("label")) for f, e in zip(faces, res.extra)]
         save_annotated(annotated, loaded.array, faces, labels)
-    _to_photo_pixels(faces, loaded)
+    to_photo_pixels(faces, loaded)
     res.faces = faces
 
 

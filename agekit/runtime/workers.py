@@ -16,6 +16,7 @@ removed) and exits. A worker whose main process is killed with -9 exits too.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import copy
 import importlib
@@ -198,7 +199,12 @@ class WorkerPool:
         def submit_next() -> None:
             chunk = next(chunks, None)
             if chunk is not None:
-                queued.append(self.pool.submit(_score_chunk, *chunk))
+                try:
+                    future = self.pool.submit(_score_chunk, *chunk)
+                except BrokenProcessPool as exc:  # a worker died meanwhile: raised in turn, after the chunks before
+                    future = concurrent.futures.Future()
+                    future.set_exception(exc)
+                queued.append(future)
 
         for _ in range(2 * self.workers):
             submit_next()

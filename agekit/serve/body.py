@@ -145,6 +145,8 @@ def _from_json(body: bytes, max_context: int) -> Upload:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         detail = f"{exc.msg} at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
         raise ApiError("bad_request", f"the body is not valid JSON ({detail})") from None
+    except ValueError:  # Python's limit on digits in an integer (int_max_str_digits)
+        raise ApiError("bad_request", "the JSON body has a number with too many digits") from None
     if not isinstance(doc, dict):
         raise ApiError("bad_request", "the JSON body must be an object {\"image\": base64, ...}")
     if "image" not in doc:
@@ -167,7 +169,7 @@ def _context(pairs, max_context: int) -> list:
     for i, (data, age) in enumerate(pairs):
         try:
             value = float(age)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer too large for a float
             raise ApiError("bad_context", f"context[{i}]: age {str(age)[:20]!r} is not a number") from None
         if isinstance(age, bool) or not math.isfinite(value) or not 0 <= value <= 120:
             raise ApiError("bad_context", f"context[{i}]: age {str(age)[:20]} must be between 0 and 120")

@@ -114,10 +114,13 @@ class InferencePool:
         future = loop.run_in_executor(self._executor, guarded)
         future.add_done_callback(lambda _: self._release())
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout=max(deadline - time.monotonic(), 0.001))
+            result = await asyncio.wait_for(asyncio.shield(future), timeout=max(deadline - time.monotonic(), 0.001))
         except asyncio.TimeoutError:
+            result = None
+        if result is None:  # timed out here, or dropped by guarded() just before this side's timer fired
             raise ApiError("timeout", f"the image was not scored within the {self.settings.timeout:g} s "
-                                      "request timeout") from None
+                                      "request timeout")
+        return result
 
     def _release(self) -> None:
         self.admitted -= 1
@@ -131,7 +134,7 @@ class InferencePool:
 def score(pool: InferencePool, est, upload, min_age, probs: bool, waited: float) -> dict:
     """Decode, detect and score one upload (in a pool thread): the answer's document."""
     import agekit.io
-    from agekit.runtime.cli import FileResult, _to_photo_pixels, record
+    from agekit.runtime.cli import FileResult, record, to_photo_pixels
 
     t0 = time.perf_counter()
     settings = pool.settings
@@ -154,7 +157,7 @@ def score(pool: InferencePool, est, upload, min_age, probs: bool, waited: float)
     except AgekitError as exc:
         raise ApiError("bad_context" if context else "bad_image", str(exc).splitlines()[0]) from None
     t2 = time.perf_counter()
-    _to_photo_pixels(faces, loaded)  # boxes and landmarks in the photo's own pixels, as `agekit predict`
+    to_photo_pixels(faces, loaded)  # boxes and landmarks in the photo's own pixels, as `agekit predict`
     extra = []
     for f in faces:
         fields = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,10 +51,10 @@ class ServeSettings:
                                  ("--max-pixels", self.max_pixels, 1), ("--max-context", self.max_context, 0)):
             if value < low:
                 raise AgekitError(f"{name} must be >= {low}, got {value}")
-        if not self.timeout > 0:
-            raise AgekitError(f"--timeout must be > 0 seconds, got {self.timeout}")
-        if not self.max_upload_mb > 0:
-            raise AgekitError(f"--max-upload-mb must be > 0, got {self.max_upload_mb}")
+        if not 0 < self.timeout < math.inf:
+            raise AgekitError(f"--timeout must be a number of seconds > 0, got {self.timeout}")
+        if not 0 < self.max_upload_mb < math.inf:
+            raise AgekitError(f"--max-upload-mb must be a number > 0, got {self.max_upload_mb}")
         return self
 
     def key_ok(self, given: str | None) -> bool:

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from agekit.errors import AgekitError
+from agekit.runtime.annotate import line_sizes, put_label
 
 FOURCC = {".avi": "MJPG", ".mkv": "MJPG"}  # anything else (.mp4, .mov, .m4v): mp4v
 COLORS = [(40, 200, 40), (255, 160, 0), (0, 160, 255), (200, 60, 200), (60, 200, 255), (255, 80, 80)]  # BGR
@@ -34,19 +35,12 @@ def draw_frame(frame: np.ndarray, result) -> np.ndarray:
     canvas = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
     if result is None:
         return canvas
-    h, w = canvas.shape[:2]
-    thick = max(1, round(max(h, w) / 500))
-    scale = max(0.4, max(h, w) / 1200)
+    thick, scale = line_sizes(canvas.shape)
     for face in result.faces:
         color = COLORS[face.track % len(COLORS)]
         x1, y1, x2, y2 = (round(v) for v in face.box)
         cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thick)
-        text = label(face)
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-        tx = min(max(0, x1), max(0, w - tw))
-        ty = y1 - base - 2 if y1 - th - base - 2 >= 0 else min(h - base, y2 + th + 2)
-        cv2.rectangle(canvas, (tx, ty - th - 2), (tx + tw, ty + base), color, -1)
-        cv2.putText(canvas, text, (tx, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA)
+        put_label(canvas, face.box, label(face), color, thick, scale)
     return canvas
 
 

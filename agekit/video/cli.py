@@ -88,6 +88,8 @@ def _annotated_targets(args, sources) -> list:
 
 def _no_overwrite(args, sources, annotated) -> None:
     inputs = {os.path.realpath(s) for s in sources if not s.startswith("camera:") and not is_stream_url(s)}
+    if args.frames_out == "-" and args.out in (None, "-"):
+        raise AgekitError("--frames-out - and the per-person rows would both go to stdout; give --out FILE")
     outs = [("--out", args.out), ("--frames-out", args.frames_out)] + [("--save-annotated", a) for a in annotated]
     seen = {}
     for flag, value in outs:

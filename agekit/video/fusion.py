@@ -15,7 +15,7 @@ all frames of the track (variance `shared`) and frame noise (variance `noise`) t
    mean of the rest, sum(m_t / s_t^2) / sum(1 / s_t^2).
 2. Its uncertainty. s^2 is the harmonic mean of the kept frames' variances (the per-frame predictive variance
    that the model's conformal calibration was fitted on). `noise` is estimated by the spread of the kept
-   frames' means around the track's age (their sample variance, 0 for one frame); the shared part is the
+   frames' means (their sample variance around their plain mean, 0 for one frame); the shared part is the
    rest, but never less than SHARED_MIN * s^2. The fused variance is
 
        var = max(s^2 - noise, SHARED_MIN * s^2) + noise / n
@@ -77,7 +77,7 @@ def fuse_ages(means, stds, shared_min: float = SHARED_MIN, outlier_k: float = OU
     if len(m) == 0 or len(m) != len(s):
         raise ValueError(f"need as many means as stds, at least one; got {len(m)} and {len(s)}")
     keep = np.abs(m - np.median(m)) <= outlier_k * np.maximum(s, 1.0)
-    if not keep.any():  # cannot happen with a median, kept for safety
+    if not keep.any():  # an even count split in two far-apart halves (the median between them): keep all
         keep[:] = True
     mk, sk = m[keep], s[keep]
     w = 1.0 / sk ** 2

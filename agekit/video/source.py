@@ -59,9 +59,10 @@ class VideoSource:
         if not (0 < self.fps < 1000):
             self.fps = 0.0
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        # a file, or a stream that is a file (an http URL of an .mp4): it has a length, and its own clock
+        # a file, or a stream that is a file (an http URL of an .mp4): it has a length, and its own clock; a file
+        # without a length in its header (a raw .mjpeg or .h264) still has its own clock
         self.frame_count = count if kind != "camera" and count > 0 else None
-        self.timed_by_fps = self.frame_count is not None and self.fps > 0
+        self.timed_by_fps = (self.frame_count is not None or kind == "file") and self.fps > 0
         self.height, self.width = first.shape[:2]
         self._first = first
         self.error: str | None = None   # why reading stopped early, if it did
@@ -101,6 +102,8 @@ class VideoSource:
                 cause = "truncated or corrupt" if self.kind == "file" else "truncated, corrupt or the connection dropped"
                 self.error = (f"the video stops after frame {frames} of {self.frame_count} ({cause}); "
                               f"results up to there are kept")
+        elif self.kind == "file":
+            pass  # no length to compare with: the end of the file is its end
         elif self.kind == "stream":
             self.error = f"the stream stopped after {frames} frames; results up to there are kept"
         else:

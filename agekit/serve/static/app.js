@@ -4,7 +4,7 @@
 
 const COLORS = ["#2563eb", "#db2777", "#059669", "#d97706", "#7c3aed", "#0891b2", "#dc2626", "#4d7c0f"];
 const $ = (id) => document.getElementById(id);
-const state = { blob: null, image: null, result: null, busy: false, again: false, stream: null };
+const state = { blob: null, url: null, image: null, result: null, busy: false, again: false, stream: null };
 
 function mode() { return document.querySelector('input[name="mode"]:checked').value; }
 function minAge() { return Number($("min-age").value); }
@@ -17,7 +17,8 @@ function setStatus(text, error = false) {
 
 async function loadImage(blob) {
   // an <img> applies the photo's EXIF orientation, as the server does, so the boxes line up
-  const url = URL.createObjectURL(blob);
+  if (state.url) URL.revokeObjectURL(state.url);  // the previous photo's: it would hold its blob for good
+  const url = state.url = URL.createObjectURL(blob);
   const img = new Image();
   img.src = url;
   await img.decode();
@@ -28,6 +29,7 @@ async function send() {
   if (!state.blob) return;
   if (state.busy) { state.again = true; return; }
   state.busy = true;
+  const blob = state.blob;
   const check = mode() === "check";
   const params = new URLSearchParams({ probs: "true", level: $("level").value });
   if (check) params.set("min_age", String(minAge()));
@@ -41,6 +43,7 @@ async function send() {
     const response = await fetch(`/v1/${check ? "check" : "estimate"}?${params}`, { method: "POST", body: form, headers });
     let doc = null;
     try { doc = await response.json(); } catch (e) { doc = null; }
+    if (state.blob !== blob) return;  // another photo was picked meanwhile: its own answer follows
     if (!response.ok) {
       const err = doc && doc.error ? `${doc.error.message} (${doc.error.code})` : `HTTP ${response.status}`;
       setStatus(`Error: ${err}`, true);
@@ -72,6 +75,8 @@ function label(face) {
 
 function drawPhoto() {
   const img = state.image, doc = state.result, canvas = $("canvas");
+  canvas.hidden = !img;  // a format the server reads but this browser cannot show (e.g. TIFF): the list only
+  if (!img) return;
   const w = img.naturalWidth, h = img.naturalHeight;
   canvas.width = w; canvas.height = h;
   const ctx = canvas.getContext("2d");
@@ -165,12 +170,16 @@ function render() {
 async function usePhoto(blob) {
   if (!blob || !blob.size) return;
   state.blob = blob; state.result = null;
+  let image = null;
   try {
-    state.image = await loadImage(blob);
+    image = await loadImage(blob);
   } catch (e) {
-    state.image = null;  // the browser cannot show it; the server still says why it cannot read it
+    image = null;  // the browser cannot show it; the server still says why it cannot read it
   }
-  if (state.image) { $("result").hidden = false; drawPhoto(); $("faces").replaceChildren(); }
+  if (state.blob !== blob) return;  // another photo was picked while this one was decoding
+  state.image = image;
+  if (state.image) $("result").hidden = false;
+  drawPhoto(); $("faces").replaceChildren(); $("timing").textContent = "";  // nothing of the previous photo
   send();
 }
 
