@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
+from agekit.runtime.cli import process_chunk
+from agekit.runtime.estimator import AgeEstimator
+
 # (column, Arrow type name) of every row; `face` is 1-based, as in `agekit predict` (null on an error row).
 # Ages, intervals and boxes are not rounded; boxes are in the photo's own pixels.
 COLUMNS = (("path", "string"), ("face", "int32"), ("age", "float64"), ("std", "float64"), ("lo", "float64"),
@@ -85,7 +88,6 @@ class FacePredictor:
     def __init__(self, model=None, level: float = 0.9, detector: str = "default", threshold: float | None = None,
                  min_face: float = 0, max_faces: int | None = None, threads: int | None = None,
                  detector_options: dict | None = None, no_detect: bool = False, root: str | None = None):
-        from agekit.runtime.estimator import AgeEstimator
 
         self.estimator = AgeEstimator(model=model, detector=detector, threshold=threshold, min_face=min_face,
                                       max_faces=max_faces, level=level, threads=threads,
@@ -98,7 +100,6 @@ class FacePredictor:
     def __call__(self, batch):
         import pyarrow as pa
 
-        from agekit.runtime.cli import process_chunk
 
         results = process_chunk(self.options, self.estimator, _sources(batch, self.root))
         rows = {name: [] for name, _ in COLUMNS}

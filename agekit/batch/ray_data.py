@@ -21,6 +21,7 @@ from pathlib import Path
 
 from agekit.batch.predictor import FacePredictor
 from agekit.errors import AgekitError
+from agekit.runtime.inputs import expand_inputs
 
 MANIFEST_SUFFIXES = (".csv", ".txt", ".parquet")
 
@@ -46,7 +47,6 @@ def read_source(source):
         return ray.data.from_items([{"path": str(p)} for p in source]), os.getcwd()
     path = Path(source).expanduser()
     if path.is_dir():
-        from agekit.runtime.inputs import expand_inputs
 
         items = expand_inputs([str(path.resolve())]).items
         if not items:

@@ -12,7 +12,17 @@ import os
 import sys
 from pathlib import Path
 
-from agekit.errors import AgekitError
+import numpy as np
+
+from agekit.errors import AgekitError, ImageError
+from agekit.explain.bands import run_bands as run_all
+from agekit.explain.bands import write_bands
+from agekit.explain.geometry import region_masks, region_shares
+from agekit.explain.occlusion import check_options
+from agekit.explain.render import png_bytes
+from agekit.io import atomic_path, load_image, write_json_atomic
+from agekit.runtime import AgeEstimator
+from agekit.runtime.inputs import walk_folder
 
 FILL_CHOICES = ("mean", "blur")  # agekit.explain.occlusion.FILLS (not imported: --help stays light)
 
@@ -66,7 +76,6 @@ def register(sub):
 def _photo_paths(args_photos) -> tuple[list[Path], list[str]]:
     """(image files, error lines): folders walked as `agekit predict` walks them; a missing path is an error
     line naming it."""
-    from agekit.runtime.inputs import walk_folder
 
     paths, errors = [], []
     for given in args_photos:
@@ -95,8 +104,6 @@ def _out_dir(out: str) -> Path:
 
 
 def _write_png(path: Path, rgb) -> None:
-    from agekit.explain.render import png_bytes
-    from agekit.io import atomic_path
 
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(png_bytes(rgb))
@@ -140,19 +147,13 @@ def _checkpoint_model(args, est):
 
 
 def run(args) -> int:
-    import numpy as np
 
-    from agekit.errors import ImageError
-    from agekit.explain.geometry import region_masks, region_shares
-    from agekit.explain.occlusion import check_options
     from agekit.explain.render import (
         distribution_chart,
         face_panel,
         layer_grid,
         photo_overlay,
     )
-    from agekit.io import load_image, write_json_atomic
-    from agekit.runtime import AgeEstimator
 
     check_options(args.grid, args.fill)
     if args.max_faces is not None and args.max_faces < 1:
@@ -224,17 +225,13 @@ def run(args) -> int:
 
 
 def _save_npz(path: Path, arrays: dict) -> None:
-    import numpy as np
 
-    from agekit.io import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, **arrays)
 
 
 def run_bands(args) -> int:
-    from agekit.explain.bands import run_bands as run_all
-    from agekit.explain.bands import write_bands
 
     out = _out_dir(args.out)  # before the run: a bad --out must not cost the run
     result = run_all(args.models, dataset=args.dataset, root=args.data, split=args.split, per_band=args.per_band,

@@ -2,9 +2,19 @@
 Videos, cameras and streams (a video file, --camera N, an rtsp/http stream URL) go to agekit.video.cli."""
 from __future__ import annotations
 
+from agekit.errors import AgekitError
+from agekit.runtime.cli import (
+    _fmt,
+    add_common_arguments,
+    gender_text,
+    interval_text,
+    run_command,
+)
+from agekit.video.cli import run_video, video_inputs
+from agekit.video.tracking import DETECT_EVERY
+
 
 def register(sub):
-    from agekit.runtime.cli import add_common_arguments
 
     p = sub.add_parser("predict", help="estimate the age and gender of the faces in photos",
                        description="Find the faces in photos and estimate each one's age (point estimate, std and a "
@@ -37,7 +47,6 @@ def register(sub):
 
 
 def columns(level: float):
-    from agekit.runtime.cli import _fmt, gender_text, interval_text
 
     return [("age", lambda f, e: _fmt(f.age)), ("std", lambda f, e: _fmt(f.std)),
             (f"{level:.0%} interval", lambda f, e: interval_text(f)),
@@ -48,7 +57,6 @@ def columns(level: float):
 
 
 def csv_columns(level: float):
-    from agekit.runtime.cli import _fmt
 
     return [("age", lambda f, e: _fmt(f.age, 2)), ("std", lambda f, e: _fmt(f.std, 2)),
             ("lo", lambda f, e: _fmt(f.interval[0], 2)), ("hi", lambda f, e: _fmt(f.interval[1], 2)),
@@ -61,20 +69,15 @@ def csv_columns(level: float):
 
 
 def run(args) -> int:
-    from agekit.errors import AgekitError
-    from agekit.runtime.cli import run_command
 
     if not args.paths and not args.camera:
         raise AgekitError("give at least one PATH (a photo, folder, video or stream URL) or --camera N")
     video_flags = [f for f, v in (("--every", args.every != 1), ("--detect-every", args.detect_every),
                                   ("--max-seconds", args.max_seconds), ("--frames-out", args.frames_out)) if v]
     if args.camera or any("://" in p or "." in p for p in args.paths):
-        from agekit.video.cli import video_inputs
 
         sources = video_inputs(args)
         if sources is not None:
-            from agekit.video.cli import run_video
-            from agekit.video.tracking import DETECT_EVERY
 
             args.detect_every = args.detect_every or DETECT_EVERY
             return run_video(args, sources)

@@ -8,6 +8,10 @@ import shutil
 import tempfile
 
 from agekit.errors import AgekitError
+from agekit.onnx_session import physical_cores
+from agekit.runtime.onnx_model import OnnxAgeModel
+from agekit.serve.inference import load_estimator
+from agekit.serve.settings import ENV_VAR, ServeSettings, read_api_keys
 
 
 def register(sub):
@@ -47,8 +51,6 @@ def register(sub):
 
 
 def settings_from_args(args):
-    from agekit.onnx_session import physical_cores
-    from agekit.serve.settings import ServeSettings, read_api_keys
 
     if args.workers < 1:
         raise AgekitError(f"--workers must be >= 1, got {args.workers}")
@@ -74,8 +76,6 @@ def run(args) -> int:
         raise AgekitError(f"agekit serve needs the '{exc.name}' package: python -m pip install \"agekit[serve]\"") \
             from None
     from agekit.serve.app import create_app, log_config
-    from agekit.serve.inference import load_estimator
-    from agekit.serve.settings import ENV_VAR
 
     settings = settings_from_args(args)
     options = {"host": args.host, "port": args.port, "log_config": log_config(args.log_level), "access_log": False,
@@ -85,7 +85,6 @@ def run(args) -> int:
         estimator = load_estimator(settings)  # a bad --model is one line and exit 2, before anything listens
         uvicorn.run(create_app(settings, estimator), **options)
         return 0
-    from agekit.runtime.onnx_model import OnnxAgeModel
 
     OnnxAgeModel(settings.model, threads=1)  # check the model once here; each worker then loads its own
     metrics_dir = tempfile.mkdtemp(prefix="agekit-serve-metrics-")  # prometheus multiprocess files: counters only

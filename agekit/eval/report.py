@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from agekit.eval.error_analysis import ERROR_PLOT_TITLES, error_plots, error_summary
 from agekit.eval.metrics import AGE_BAND_LABELS
@@ -262,7 +263,9 @@ def write_plots(out_dir: Path, predictions: list[dict], image_loader) -> dict[st
 
 
 def _figure(width: float, height: float):
-    from matplotlib.figure import Figure  # imported here so metrics/report tables work without matplotlib
+    from matplotlib.figure import (
+        Figure,  # imported here so metrics/report tables work without matplotlib
+    )
 
     return Figure(figsize=(width, height), layout="constrained")
 
@@ -334,7 +337,6 @@ def _examples_figure(rows: list[dict], image_loader):
 
 def _thumbnail(path, image_loader) -> np.ndarray:
     """(h, w, 3) uint8 thumbnail of the image, or a grey tile when it cannot be loaded."""
-    from PIL import Image
 
     try:
         image = Image.fromarray(np.asarray(image_loader(path), dtype=np.uint8))

@@ -21,7 +21,24 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+from tqdm import tqdm
+
+import agekit.io
+from agekit.detect import list_detectors
 from agekit.errors import AgekitError, ImageError
+from agekit.runtime.annotate import label, plan_annotated, save_annotated
+from agekit.runtime.context import ContextEstimator, read_ages_csv
+from agekit.runtime.estimator import AgeEstimator, check_box
+from agekit.runtime.inputs import Boxes, expand_inputs, fetch
+from agekit.runtime.onnx_model import resolve_model
+from agekit.runtime.outputs import (
+    Destination,
+    ResultWriter,
+    check_out,
+    open_destination,
+)
+from agekit.runtime.workers import WorkerStopped, start_pool
 
 OUTPUTS = ("table", "json", "jsonl", "csv")
 
@@ -72,7 +89,6 @@ def _detects(args) -> bool:
 
 def check_arguments(args) -> None:
     """Usage errors that need nothing read: raised before the model, the inputs or the outputs are touched."""
-    from agekit.detect import list_detectors
 
     if getattr(args, "workers", 1) < 1:
         raise AgekitError(f"--workers must be >= 1, got {args.workers}")
@@ -118,12 +134,10 @@ def _start_detector(args, estimator) -> None:
 
 
 def build_estimator(args):
-    from agekit.runtime.estimator import AgeEstimator
 
     check_arguments(args)
     context = None
     if getattr(args, "context_dir", None):  # agekit predict --context-dir: validated before any photo is read
-        from agekit.runtime.context import read_ages_csv
 
         context = read_ages_csv(args.context_dir)
     estimator = AgeEstimator(model=args.model, detector=args.detector, threshold=args.threshold,
@@ -133,7 +147,6 @@ def build_estimator(args):
         _start_detector(args, estimator)
     if context is None:
         return estimator
-    from agekit.runtime.context import ContextEstimator
 
     return ContextEstimator(estimator, context, report=lambda line: print(line, file=sys.stderr))
 
@@ -154,8 +167,6 @@ class FileResult:
 def read_input(item):
     """An input's image as agekit.io.LoadedImage: large photos reduced to the working size. An item with
     `data` (agekit.batch.predictor.Source: bytes read by Ray or Spark) is decoded from those bytes."""
-    import agekit.io
-    from agekit.runtime.inputs import fetch
 
     data = getattr(item, "data", None)
     source = data if data is not None else fetch(item) if item.url is not None else item.path
@@ -164,7 +175,6 @@ def read_input(item):
 
 
 def _scaled_boxes(file_boxes, loaded):
-    from agekit.runtime.estimator import check_box
 
     width, height = loaded.size
     boxes = [check_box(b, width, height) for b in file_boxes]  # errors in the photo's own pixels
@@ -173,7 +183,6 @@ def _scaled_boxes(file_boxes, loaded):
 
 
 def to_photo_pixels(faces, loaded) -> None:
-    import numpy as np
 
     if not loaded.reduced:
         return
@@ -227,7 +236,6 @@ def _read(args, pending: _Pending, boxes) -> None:
 
 
 def _finish(pending: _Pending, faces, per_face) -> None:
-    from agekit.runtime.annotate import label, save_annotated
 
     res, loaded, annotated = pending.res, pending.loaded, pending.annotated
     if not faces:
@@ -288,7 +296,6 @@ def _fmt(v, digits=1):
 
 def render(results: list[FileResult], fmt: str, columns) -> str:
     """The whole output for a list of results (what the CLI writes row by row)."""
-    from agekit.runtime.outputs import Destination, ResultWriter
 
     class _Buffer(Destination):
         def __init__(self):
@@ -337,7 +344,6 @@ def _signals_held():
 
 def _protected_files(args, items) -> dict:
     """Real path -> what it is, for every file an output must never overwrite."""
-    from agekit.runtime.onnx_model import resolve_model
 
     protected = {}
     for flag, value in (("--context-dir", getattr(args, "context_dir", None)), ("--boxes", args.boxes),
@@ -381,10 +387,7 @@ def _skipped_text(skipped) -> str:
 def run_command(args, columns, per_face=None) -> int:
     """The whole of `agekit predict` / `agekit check`: every check first (exit 2, nothing read, nothing
     written), then each input read, scored and written as it is done."""
-    from tqdm import tqdm
 
-    from agekit.runtime.annotate import plan_annotated
-    from agekit.runtime.inputs import Boxes, expand_inputs
     from agekit.runtime.outputs import (
         ResultWriter,
         check_out,
@@ -392,7 +395,6 @@ def run_command(args, columns, per_face=None) -> int:
         read_resume,
         writable_folder,
     )
-    from agekit.runtime.workers import WorkerStopped
 
     check_arguments(args)
     expansion = expand_inputs(args.paths)
@@ -418,7 +420,6 @@ def run_command(args, columns, per_face=None) -> int:
     if any(items[i].url == "-" for i in todo):
         workers = 1  # standard input can be read only here: worker processes have none
     if workers > 1:  # the workers load the model (each its own); this process only writes
-        from agekit.runtime.workers import start_pool
 
         pool = start_pool(args, per_face, boxes, workers)
         chunk_files = max(1, min(CHUNK_FILES, -(-len(todo) // (2 * workers))))  # every worker gets work
@@ -548,7 +549,6 @@ def _quiet_stdout() -> None:
 
 def finish(args, results: list[FileResult], columns) -> int:
     """Write a list of results (stdout or --out) and print the summary; returns the exit code."""
-    from agekit.runtime.outputs import ResultWriter, check_out, open_destination
 
     dest = open_destination(check_out(args.out))
     writer = ResultWriter(dest, args.output, columns, record)

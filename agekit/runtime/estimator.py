@@ -15,10 +15,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from agekit.detect import create_detector, detect_with_rotation
+from agekit.detect.base import as_rgb
 from agekit.errors import AgekitError
+from agekit.io import load_image, to_rgb_array
 from agekit.runtime import calibration as cal
+from agekit.runtime.context import embed_context
 from agekit.runtime.crops import face_crops
 from agekit.runtime.onnx_model import OnnxAgeModel
+from agekit.runtime.personal import load_personalizer, personalise
 from agekit.runtime.quality import quality_flags
 from agekit.runtime.results import FaceResult
 
@@ -38,14 +43,9 @@ class _Face:
 
 def as_image(image) -> np.ndarray:
     """A path (str / Path), PIL image or numpy array -> RGB uint8 (H, W, 3). Bad files raise ImageError."""
-    from agekit.detect.base import as_rgb
-    from agekit.io import load_image
-
     if isinstance(image, (str, Path)):
         return load_image(image)
     if hasattr(image, "mode") and hasattr(image, "size") and not isinstance(image, np.ndarray):  # PIL
-        from agekit.io import to_rgb_array
-
         return to_rgb_array(image)
     return as_rgb(image)
 
@@ -123,8 +123,6 @@ class AgeEstimator:
         return self._detector
 
     def _make_detector(self):
-        from agekit.detect import create_detector
-
         opts = dict(self._detector_opts)
         try:
             return create_detector(self.detector_name, **opts)
@@ -136,8 +134,6 @@ class AgeEstimator:
         specs = self.model.views
         found = []
         if boxes is None:
-            from agekit.detect import detect_with_rotation
-
             faces, rotation = detect_with_rotation(self.detector, image)
             for f in faces:
                 crops, mag = face_crops(image, specs, landmarks=f.landmarks)
@@ -193,24 +189,18 @@ class AgeEstimator:
         if self._personalizer is None:
             with self._lock:
                 if self._personalizer is None:
-                    from agekit.runtime.personal import load_personalizer
-
                     self._personalizer = load_personalizer(self._personalizer_arg, self.model)
         return self._personalizer
 
     def context(self, context):
         """Prepare context photos once: [(image_or_path, age), ...] -> a Context to pass as `context=`
         (each photo's best face embedded; photos without a face are kept as skipped, with a note)."""
-        from agekit.runtime.context import embed_context
-
         _ = self.personalizer  # fail early when there is no bank
         return embed_context(self, context)
 
     def _personalise(self, faces: list[FaceResult], context) -> list[FaceResult]:
         if context is None:
             return faces
-        from agekit.runtime.personal import personalise
-
         faces, notes = personalise(faces, self.context(context), self.personalizer, self.level)
         for f in faces:
             f.notes = list(notes)

@@ -33,6 +33,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from agekit.errors import AgekitError
+from agekit.onnx_session import default_threads
 
 _WORKER: dict = {}  # in a worker process: its estimator and options, set once by _start
 
@@ -74,8 +75,6 @@ def threads_per_worker(workers: int, threads: int | None) -> int:
     shared out, so that workers x threads stays within it; at least 1."""
     if threads is not None:
         return max(1, int(threads))
-    from agekit.onnx_session import default_threads
-
     return max(1, default_threads() // max(1, workers))
 
 
@@ -106,7 +105,7 @@ def _start(args, per_face, boxes, threads: int) -> None:
         import cv2
 
         cv2.setNumThreads(threads)
-        from agekit.runtime.cli import build_estimator
+        from agekit.runtime.cli import build_estimator  # late: runtime.cli imports this module
 
         if isinstance(per_face, Portable):
             per_face = per_face.function()
@@ -129,7 +128,7 @@ def _startup_error() -> str | None:
 
 def _score_chunk(items, annotated):
     """One chunk in a worker: (FileResults in order, notes for stderr)."""
-    from agekit.runtime.cli import process_chunk
+    from agekit.runtime.cli import process_chunk  # late: runtime.cli imports this module
 
     if "error" in _WORKER:
         raise AgekitError(f"a worker process could not start: {_WORKER['error']}")

@@ -15,7 +15,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
+import agekit.io
 from agekit.errors import AgekitError, ImageError
+from agekit.runtime.cli import FileResult, record, to_photo_pixels
+from agekit.runtime.estimator import AgeEstimator
 from agekit.serve.errors import ApiError, image_error
 
 log = logging.getLogger("agekit.serve")
@@ -24,9 +29,7 @@ log = logging.getLogger("agekit.serve")
 def load_estimator(settings):
     """The AgeEstimator for these settings, with its detector made and both networks run once (so that the
     first request is not the slow one)."""
-    import numpy as np
 
-    from agekit.runtime.estimator import AgeEstimator
 
     est = AgeEstimator(model=settings.model, level=settings.level, threads=settings.threads)
     est.predict(np.zeros((96, 96, 3), np.uint8))  # the detector (finds nothing)
@@ -133,8 +136,6 @@ class InferencePool:
 
 def score(pool: InferencePool, est, upload, min_age, probs: bool, waited: float) -> dict:
     """Decode, detect and score one upload (in a pool thread): the answer's document."""
-    import agekit.io
-    from agekit.runtime.cli import FileResult, record, to_photo_pixels
 
     t0 = time.perf_counter()
     settings = pool.settings

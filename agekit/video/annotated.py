@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from agekit.errors import AgekitError
+from agekit.io import keep_mode
 from agekit.runtime.annotate import line_sizes, put_label
 
 FOURCC = {".avi": "MJPG", ".mkv": "MJPG"}  # anything else (.mp4, .mov, .m4v): mp4v
@@ -71,7 +72,6 @@ class AnnotatedVideo:
     def close(self, keep: bool = True) -> None:
         self.writer.release()
         if keep and self.count:
-            from agekit.io import keep_mode
 
             keep_mode(self.tmp, self.target)
             os.replace(self.tmp, self.target)

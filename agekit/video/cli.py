@@ -20,7 +20,17 @@ import os
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from agekit.errors import AgekitError
+from agekit.runtime.cli import Terminated, _sigterm_raises, build_estimator
+from agekit.runtime.outputs import (
+    check_out,
+    open_destination,
+    table_text,
+    writable_folder,
+)
+from agekit.video.annotated import AnnotatedVideo
 from agekit.video.source import (
     VIDEO_EXTENSIONS,
     VideoError,
@@ -28,6 +38,7 @@ from agekit.video.source import (
     is_video_path,
     probe_video,
 )
+from agekit.video.tracking import TrackRun, _bytetrack
 
 WRITABLE = {".mp4", ".m4v", ".mov", ".avi", ".mkv"}  # what OpenCV's writer makes here (mp4v or MJPG)
 SUMMARY_COLUMNS = ["file", "track", "first_s", "last_s", "frames", "frames_used", "age", "std", "lo", "hi",
@@ -62,7 +73,6 @@ def _check(args) -> None:
 
 
 def _annotated_targets(args, sources) -> list:
-    from agekit.runtime.outputs import writable_folder
 
     if not args.save_annotated:
         return [None] * len(sources)
@@ -154,7 +164,6 @@ class SummaryWriter:
         if self.fmt == "json":
             self.dest.write("\n]\n" if self.count else "]\n")
         elif self.fmt == "table":
-            from agekit.runtime.outputs import table_text
 
             header = ["file", "track", "first s", "last s", "frames", "used", "age", "std", "lo", "hi", "level",
                       "gender", "p", "error"]
@@ -165,9 +174,6 @@ class SummaryWriter:
 def _process(args, estimator, source, annotated_target, frames_dest, bar):
     """Run one source: (track summaries, error or None, the interrupt that stopped it or None). VideoError
     (cannot open) is the caller's."""
-    from agekit.runtime.cli import Terminated
-    from agekit.video.annotated import AnnotatedVideo
-    from agekit.video.tracking import TrackRun
 
     run = TrackRun(estimator, source, max_seconds=args.max_seconds, every=args.every,
                    detect_every=args.detect_every)
@@ -198,10 +204,7 @@ def _process(args, estimator, source, annotated_target, frames_dest, bar):
 
 
 def run_video(args, sources) -> int:
-    from tqdm import tqdm
 
-    from agekit.runtime.cli import Terminated, _sigterm_raises, build_estimator
-    from agekit.runtime.outputs import check_out, open_destination
 
     _check(args)
     annotated = _annotated_targets(args, sources)
@@ -209,7 +212,6 @@ def run_video(args, sources) -> int:
     target = check_out(args.out)
     frames_target = check_out(args.frames_out, "--frames-out") if args.frames_out else None
     estimator = build_estimator(args)
-    from agekit.video.tracking import _bytetrack
 
     _bytetrack(30.0, 1.0)  # the `video` extra is there: a usage error before anything is written
     dest = open_destination(target)

@@ -44,6 +44,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from agekit.runtime import calibration as cal
+
 SHARED_MIN = 0.5     # the smallest fraction of a frame's error variance shared by the whole track
 OUTLIER_K = 3.0      # frames further than this many stds from the track's median are left out
 MAX_LOGIT = 12.0     # |log-odds| of a frame's gender probability, at most (keeps p = 0 or 1 finite)
@@ -102,7 +104,6 @@ def fuse_gender(female_probs) -> float | None:
 def fused_interval(age: float, std: float, level: float, calibration: dict | None, q: float | None,
                    age_min: float, age_max: float) -> tuple[float, float]:
     """The level interval of a fused estimate (rule 3)."""
-    from agekit.runtime import calibration as cal
 
     if calibration and q is not None:
         if math.isinf(q):

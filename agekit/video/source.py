@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from agekit.errors import AgekitError
+from agekit.runtime.estimator import as_image
 
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp",
                     ".ts", ".mts", ".m2ts", ".ogv", ".mjpeg", ".mjpg", ".y4m", ".vob", ".asf"}
@@ -182,7 +183,6 @@ class FrameSource:
         self.frames_read = 0
 
     def __iter__(self):
-        from agekit.runtime.estimator import as_image
 
         for index, frame in enumerate(self.frames):
             self.frames_read = index + 1

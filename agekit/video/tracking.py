@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agekit.errors import AgekitError
+from agekit.runtime import estimator as runtime
 from agekit.video.fusion import SHARED_MIN, Fused, TrackEvidence
+from agekit.video.source import FrameSource, open_source
 
 DETECT_EVERY = 2        # analysed frames per detector run (tracking carries the boxes in between)
 MIN_GAP = 0.0           # seconds between two scorings of one track while it is settling
@@ -209,7 +211,6 @@ class VideoTracker:
 
     def _score(self, frame: np.ndarray, faces) -> list:
         """FaceResults of detected faces, cropped by their landmarks (the photo path's crop), in one model call."""
-        from agekit.runtime import estimator as runtime
 
         est = self.est
         prepared = []
@@ -244,7 +245,6 @@ class TrackRun:
     the VideoSource (name, fps, width, height, frames_read). `run()` consumes it and returns the summaries."""
 
     def __init__(self, estimator, source, fps: float | None = None, max_seconds: float | None = None, **options):
-        from agekit.video.source import FrameSource, open_source
 
         if isinstance(source, (int, str, os.PathLike)):
             self.source = open_source(source if isinstance(source, int) else os.fspath(source), max_seconds)
