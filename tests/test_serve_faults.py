@@ -161,6 +161,25 @@ def test_slow_loris_upload_times_out_and_others_are_served(server):
     assert TIMEOUT_S - 0.5 < answer["seconds"] < TIMEOUT_S + 3
 
 
+def test_uploads_in_flight_are_bounded(server):
+    # 1 thread + a queue of 2: at most 3 bodies are read at once, so slow uploads cannot pile up in memory
+    held = [raw_socket(server) for _ in range(3)]
+    for s in held:
+        s.sendall(upload_head(len(photo_bytes())) + photo_bytes()[:1000])
+    time.sleep(0.5)
+    try:
+        status, headers, body = api(server, "/v1/estimate", photo_bytes(), "image/jpeg")
+        assert status == 503 and body["error"]["code"] == "busy" and "uploads" in body["error"]["message"]
+        assert int(headers["Retry-After"]) >= 1
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.monotonic() + 10
+    while api(server, "/v1/estimate", photo_bytes(), "image/jpeg")[0] != 200:  # the slots come back
+        assert time.monotonic() < deadline, "the upload slots were not released"
+        time.sleep(0.2)
+
+
 def test_overload_is_shed_with_503(server):
     data = photo_bytes()
     results = [None] * 10

@@ -217,7 +217,8 @@ def create_app(settings: ServeSettings | None = None, estimator=None):
         pool.check_ready()
         pool.check_room()  # shed before reading the upload; checked again when it is admitted
         try:
-            body = await read_body(request, settings.max_upload_bytes, settings.timeout)
+            with pool.upload_slot():
+                body = await read_body(request, settings.max_upload_bytes, settings.timeout)
         except ClientDisconnect:
             request.state.error_code = "client_disconnected"
             return Response(status_code=499)  # never sent: the client is gone

@@ -10,6 +10,7 @@ is dropped without being scored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -44,6 +45,7 @@ class InferencePool:
         self.metrics = metrics
         self.capacity = settings.concurrency + settings.queue
         self.admitted = 0  # scoring or waiting; changed on the event loop's thread only
+        self.uploading = 0  # bodies being read (not yet admitted); also on the event loop's thread only
         self.estimator = None
         self.error: str | None = None  # why the model could not be loaded
         self._executor = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="agekit-infer")
@@ -99,6 +101,20 @@ class InferencePool:
             raise ApiError("busy", f"all {self.settings.concurrency} scoring threads are busy and "
                                    f"{self.settings.queue} requests are waiting; try again",
                            {"Retry-After": str(self.settings.retry_after)})
+
+    @contextlib.contextmanager
+    def upload_slot(self):
+        """Held while a request's body is read. At most `concurrency + queue` bodies are read at once, so the
+        memory held by uploads is bounded as the queue is ((2 x capacity) x --max-upload-mb at most, with the
+        admitted ones); one more is answered 503 busy before its body is read."""
+        if self.uploading >= self.capacity:
+            raise ApiError("busy", f"{self.uploading} uploads are being received; try again",
+                           {"Retry-After": str(self.settings.retry_after)})
+        self.uploading += 1
+        try:
+            yield
+        finally:
+            self.uploading -= 1
 
     async def run(self, work, deadline: float):
         """work(seconds waited) in a pool thread, if there is room; ApiError busy / timeout otherwise."""
