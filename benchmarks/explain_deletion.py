@@ -16,10 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from datetime import date
 from pathlib import Path
+
+from agekit import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,7 +50,7 @@ def main() -> None:
     data = _json_ready(result)
     data["run"] = {"command": "python benchmarks/explain_deletion.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k not in ("figures", "out")),
-        "seconds": round(seconds, 1), "date": str(date.today()), "machine": platform.processor() or platform.machine(),
+        "seconds": round(seconds, 1), "date": str(date.today()), "machine": machine.describe(),
         "cpus": os.cpu_count(), "note": "2-vCPU VM shared with other jobs"}
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")

@@ -28,7 +28,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -36,6 +35,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from agekit import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -297,7 +298,7 @@ def main():
     result = {
         "what": "benchmarks/video_tracking.py: videos composed from UTKFace test photos (utkface_v1), 25 fps 640x480",
         "command": f"python benchmarks/video_tracking.py --people {args.people} --seed {args.seed}",
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} vCPU (shared)",
+        "machine": machine.describe(),  # a shared machine: its load average is recorded
         "date": time.strftime("%Y-%m-%d"), "model": est.describe()["model"].split("/")[-1],
         "shared_min": SHARED_MIN, "people": len(people), "videos": v, "source_errors": errors,
         "all": stats(all_tracks), "by_scenario": {s: stats(ts) for s, ts in by_scenario.items()},
