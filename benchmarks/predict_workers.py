@@ -33,7 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DEFAULT_OUT = HERE / "results" / "predict_workers.json"
-DEFAULT_CONFIGS = ("--workers 1", "--workers 1 --threads 1", "--workers 2", "--workers 2 --threads 2")
+DEFAULT_CONFIGS = ("--workers 1", "--workers auto", "--workers 1 --threads 1", "--workers 2", "--workers 2 --threads 2")
 
 
 def make_folder(folder: Path, kind: str, n: int, data: Path, seed: int) -> str:

@@ -232,3 +232,20 @@ def test_a_worker_that_dies_keeps_the_rows_before_it(photos, tmp_path, capsys):
                      "--no-progress")
     files = [json.loads(line)["file"] for line in out.read_text().splitlines()]
     assert code == 0 and sorted(files) == sorted(str(p) for p in folder.iterdir())
+
+
+def test_auto_workers_use_every_core_on_large_folders_only(monkeypatch):
+    from agekit.runtime import workers
+
+    monkeypatch.setattr(workers, "physical_cores", lambda: 4)
+    assert workers.auto_workers(workers.AUTO_MIN_FILES - 1) == 1      # small folder: no worker processes
+    assert workers.auto_workers(workers.AUTO_MIN_FILES) == 4          # one per physical core
+    monkeypatch.setattr(workers, "physical_cores", lambda: 1)
+    assert workers.auto_workers(10_000) == 1                          # one core: one process
+    assert workers.parse_workers("auto") == "auto" and workers.parse_workers("3") == 3
+
+
+def test_workers_option_errors_are_one_line(photos, capsys):
+    for bad in ("x", "0", "1.5"):
+        code, _, err = run(capsys, "predict", photos, "--workers", bad, "--no-progress")
+        assert code == 2 and "--workers" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err

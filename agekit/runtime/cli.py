@@ -38,7 +38,12 @@ from agekit.runtime.outputs import (
     check_out,
     open_destination,
 )
-from agekit.runtime.workers import WorkerStopped, start_pool
+from agekit.runtime.workers import (
+    WorkerStopped,
+    auto_workers,
+    parse_workers,
+    start_pool,
+)
 
 OUTPUTS = ("table", "json", "jsonl", "csv")
 
@@ -76,9 +81,9 @@ def add_common_arguments(p) -> None:
     p.add_argument("--level", type=float, default=0.9, help="interval level, 0 < level < 1 (default 0.9)")
     p.add_argument("--threads", type=int, help="CPU threads for onnxruntime (default: $OMP_NUM_THREADS, else the idle "
                                                "physical cores, at most 4; with --workers, shared out among them)")
-    p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="score the files in N processes, one model each (default 1); the output is the same, in "
-                        "the same order (see docs/batch.md)")
+    p.add_argument("--workers", default="auto", metavar="N",
+                   help="score the files in N processes, one model each; 'auto' (default): one per core from 200 "
+                        "files on, else 1; the output is the same, in the same order (see docs/batch.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar for folders")
 
 
@@ -90,8 +95,8 @@ def _detects(args) -> bool:
 def check_arguments(args) -> None:
     """Usage errors that need nothing read: raised before the model, the inputs or the outputs are touched."""
 
-    if getattr(args, "workers", 1) < 1:
-        raise AgekitError(f"--workers must be >= 1, got {args.workers}")
+    if hasattr(args, "workers"):
+        args.workers = parse_workers(args.workers)
     if args.max_faces is not None and args.max_faces < 1:
         raise AgekitError(f"--max-faces must be >= 1, got {args.max_faces}")
     if not 0 < args.level < 1:
@@ -416,7 +421,8 @@ def run_command(args, columns, per_face=None) -> int:
         plan = plan_annotated(items, out_dir, protected)
     todo = [i for i, item in enumerate(items) if resume is None or not resume.has(item)]
     chunk_files, pool = CHUNK_FILES, None
-    workers = min(getattr(args, "workers", 1), len(todo))
+    workers = getattr(args, "workers", 1)
+    workers = min(auto_workers(len(todo)) if workers == "auto" else workers, len(todo))
     if any(items[i].url == "-" for i in todo):
         workers = 1  # standard input can be read only here: worker processes have none
     if workers > 1:  # the workers load the model (each its own); this process only writes

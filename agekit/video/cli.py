@@ -30,6 +30,7 @@ from agekit.runtime.outputs import (
     table_text,
     writable_folder,
 )
+from agekit.runtime.workers import parse_workers
 from agekit.video.annotated import AnnotatedVideo
 from agekit.video.source import (
     VIDEO_EXTENSIONS,
@@ -64,7 +65,7 @@ def _check(args) -> None:
                         ("--context-dir", getattr(args, "context_dir", None))):
         if value:
             raise AgekitError(f"{flag} does not apply to videos")
-    if (getattr(args, "workers", None) or 1) > 1:
+    if parse_workers(getattr(args, "workers", "auto")) not in ("auto", 1):
         raise AgekitError("--workers does not apply to videos (one video is read in order, frame by frame)")
     if args.every < 1 or args.detect_every < 1:
         raise AgekitError("--every and --detect-every must be >= 1")
