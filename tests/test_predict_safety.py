@@ -26,10 +26,10 @@ from typing import ClassVar
 import numpy as np
 import pytest
 from PIL import Image
+from support.cli import run_cli as run
 from support.images import png_claiming_size
 
 import agekit.io
-from agekit.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.torchfree
@@ -40,15 +40,6 @@ def png(path: Path, seed: int = 0, size=(16, 16)) -> Path:
     rng = np.random.default_rng(seed)
     Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
     return path
-
-
-def run(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

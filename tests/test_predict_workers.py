@@ -14,20 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from agekit.cli import main
+from support.cli import run_cli as run
 
 ROOT = Path(__file__).resolve().parents[1]
 ASTRONAUT = ROOT / "examples" / "astronaut.jpg"
-
-
-def run(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse usage errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from support.cli import run_cli as run
 from support.images import png_claiming_size, write_empty, write_text, write_truncated
 from support.scenes import noise_scene, paste
 
-from agekit.cli import main
 from agekit.errors import AgekitError
 
 pytestmark = pytest.mark.torchfree
@@ -46,14 +46,6 @@ def photos(tmp_path_factory, chips):
     Image.fromarray(noise_scene(seed=3, height=120, width=160)).save(bad / "no_face.png")
     return root
 
-
-def run(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse usage errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 BAD = {"notes.jpg": "not a readable image", "truncated.jpg": "corrupt or truncated", "empty.jpg": "empty file",

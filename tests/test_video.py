@@ -11,8 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from support.cli import run_cli as cli
 
-from agekit.cli import main
 from agekit.errors import AgekitError
 from agekit.video.fusion import fuse_ages, fuse_gender, fused_interval
 
@@ -159,15 +159,6 @@ def test_two_faces_two_tracks_and_every(estimator, clips):
     summaries = run.summaries()
     assert len(summaries) == 2 and len({s.track for s in summaries}) == 2
     assert all(s.frames_used >= 3 for s in summaries)
-
-
-def cli(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_outputs(estimator, clips, tmp_path, capsys):
