@@ -252,12 +252,12 @@ def test_file_names_that_are_not_utf8_round_trip(tmp_path, capsys):
 
 SLOW_DRIVER = r"""
 import sys, time
-import agekit.runtime.cli as cli
-real = cli._predict_one
+import agekit.runtime.scoring as scoring
+real = scoring._predict_one
 def slow(*a, **k):
     time.sleep(0.02)
     return real(*a, **k)
-cli._predict_one = slow
+scoring._predict_one = slow
 from agekit.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -111,12 +111,12 @@ def test_threads_are_shared_out(monkeypatch):
 # multiprocessing does), so they have the patch too.
 SLOW_DRIVER = r"""
 import sys, time
-import agekit.runtime.cli as cli
-real = cli.process_chunk
+import agekit.runtime.scoring as scoring
+real = scoring.process_chunk
 def slow(args, estimator, items, *rest):
     time.sleep(0.05 * len(items))
     return real(args, estimator, items, *rest)
-cli.process_chunk = slow
+scoring.process_chunk = slow
 if __name__ == "__main__":
     from agekit.cli import main
     sys.exit(main(sys.argv[1:]))

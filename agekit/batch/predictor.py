@@ -1,6 +1,6 @@
 """FacePredictor: one batch of image paths (or bytes) in, one Arrow row per face out.
 
-It reuses `agekit predict`'s per-file path (agekit.runtime.cli.process_chunk): each file is read on its own,
+It reuses `agekit predict`'s per-file path (agekit.runtime.scoring.process_chunk): each file is read on its own,
 the faces of the batch go through the model in one call, and a file that fails (unreadable, not an image,
 no face) becomes one row with `error` set and empty prediction columns, so one bad file never fails a batch.
 The class holds no Ray or Spark state: Ray Data creates one instance per actor (`map_batches(FacePredictor,
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
-from agekit.runtime.cli import process_chunk
+from agekit.runtime.scoring import process_chunk
 from agekit.runtime.estimator import AgeEstimator
 
 # (column, Arrow type name) of every row; `face` is 1-based, as in `agekit predict` (null on an error row).

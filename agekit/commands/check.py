@@ -1,7 +1,12 @@
 """agekit check --min-age 18 PATH... : over / under / uncertain for every face, with the probability."""
 from __future__ import annotations
 
-from agekit.runtime.cli import _fmt, add_common_arguments, interval_text, run_command
+from agekit.runtime.cli import (
+    add_common_arguments,
+    fmt_number,
+    interval_text,
+    run_command,
+)
 
 
 def register(sub):
@@ -30,15 +35,15 @@ def columns(args):
 
     m = f"{args.min_age:g}"
     if args.output == "csv":
-        return [("decision", lambda f, e: e["decision"]), ("p_over", lambda f, e: _fmt(e["p_over"], 4)),
-                ("min_age", lambda f, e: e["min_age"]), ("age", lambda f, e: _fmt(f.age, 2)),
-                ("lo", lambda f, e: _fmt(f.interval[0], 2)), ("hi", lambda f, e: _fmt(f.interval[1], 2)),
-                ("level", lambda f, e: f.level), ("x1", lambda f, e: _fmt(f.box[0], 1)),
-                ("y1", lambda f, e: _fmt(f.box[1], 1)), ("x2", lambda f, e: _fmt(f.box[2], 1)),
-                ("y2", lambda f, e: _fmt(f.box[3], 1)), ("score", lambda f, e: _fmt(f.score, 4)),
+        return [("decision", lambda f, e: e["decision"]), ("p_over", lambda f, e: fmt_number(e["p_over"], 4)),
+                ("min_age", lambda f, e: e["min_age"]), ("age", lambda f, e: fmt_number(f.age, 2)),
+                ("lo", lambda f, e: fmt_number(f.interval[0], 2)), ("hi", lambda f, e: fmt_number(f.interval[1], 2)),
+                ("level", lambda f, e: f.level), ("x1", lambda f, e: fmt_number(f.box[0], 1)),
+                ("y1", lambda f, e: fmt_number(f.box[1], 1)), ("x2", lambda f, e: fmt_number(f.box[2], 1)),
+                ("y2", lambda f, e: fmt_number(f.box[3], 1)), ("score", lambda f, e: fmt_number(f.score, 4)),
                 ("rotation", lambda f, e: f.rotation), ("flags", lambda f, e: ";".join(f.flags))]
-    return [("decision", lambda f, e: e["decision"]), (f"P(age>={m})", lambda f, e: _fmt(e["p_over"], 2)),
-            ("age", lambda f, e: _fmt(f.age)), (f"{args.level:.0%} interval", lambda f, e: interval_text(f)),
+    return [("decision", lambda f, e: e["decision"]), (f"P(age>={m})", lambda f, e: fmt_number(e["p_over"], 2)),
+            ("age", lambda f, e: fmt_number(f.age)), (f"{args.level:.0%} interval", lambda f, e: interval_text(f)),
             ("box", lambda f, e: ",".join(f"{v:.0f}" for v in f.box)), ("flags", lambda f, e: ",".join(f.flags))]
 
 

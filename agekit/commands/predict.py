@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from agekit.errors import AgekitError
 from agekit.runtime.cli import (
-    _fmt,
     add_common_arguments,
+    fmt_number,
     gender_text,
     interval_text,
     run_command,
@@ -48,23 +48,23 @@ def register(sub):
 
 def columns(level: float):
 
-    return [("age", lambda f, e: _fmt(f.age)), ("std", lambda f, e: _fmt(f.std)),
+    return [("age", lambda f, e: fmt_number(f.age)), ("std", lambda f, e: fmt_number(f.std)),
             (f"{level:.0%} interval", lambda f, e: interval_text(f)),
             ("gender", lambda f, e: gender_text(f)),
             ("box", lambda f, e: ",".join(f"{v:.0f}" for v in f.box)),
-            ("score", lambda f, e: _fmt(f.score, 2)), ("rotation", lambda f, e: f.rotation),
+            ("score", lambda f, e: fmt_number(f.score, 2)), ("rotation", lambda f, e: f.rotation),
             ("flags", lambda f, e: ",".join(f.flags))]
 
 
 def csv_columns(level: float):
 
-    return [("age", lambda f, e: _fmt(f.age, 2)), ("std", lambda f, e: _fmt(f.std, 2)),
-            ("lo", lambda f, e: _fmt(f.interval[0], 2)), ("hi", lambda f, e: _fmt(f.interval[1], 2)),
+    return [("age", lambda f, e: fmt_number(f.age, 2)), ("std", lambda f, e: fmt_number(f.std, 2)),
+            ("lo", lambda f, e: fmt_number(f.interval[0], 2)), ("hi", lambda f, e: fmt_number(f.interval[1], 2)),
             ("level", lambda f, e: f.level), ("gender", lambda f, e: f.gender or ""),
-            ("gender_prob", lambda f, e: _fmt(f.gender_prob, 4)), ("female_prob", lambda f, e: _fmt(f.female_prob, 4)),
-            ("x1", lambda f, e: _fmt(f.box[0], 1)), ("y1", lambda f, e: _fmt(f.box[1], 1)),
-            ("x2", lambda f, e: _fmt(f.box[2], 1)), ("y2", lambda f, e: _fmt(f.box[3], 1)),
-            ("score", lambda f, e: _fmt(f.score, 4)), ("rotation", lambda f, e: f.rotation),
+            ("gender_prob", lambda f, e: fmt_number(f.gender_prob, 4)), ("female_prob", lambda f, e: fmt_number(f.female_prob, 4)),
+            ("x1", lambda f, e: fmt_number(f.box[0], 1)), ("y1", lambda f, e: fmt_number(f.box[1], 1)),
+            ("x2", lambda f, e: fmt_number(f.box[2], 1)), ("y2", lambda f, e: fmt_number(f.box[3], 1)),
+            ("score", lambda f, e: fmt_number(f.score, 4)), ("rotation", lambda f, e: f.rotation),
             ("flags", lambda f, e: ";".join(f.flags))]
 
 

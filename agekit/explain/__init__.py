@@ -1,6 +1,7 @@
 """Explanations of age estimates: which regions of the face move the estimate, and where a model goes wrong.
 
-Torch-free (ONNX runtime, OpenCV, numpy), below agekit.engine:
+The package sits above agekit.engine (gradcam loads checkpoints; docs/architecture.md), but these modules
+import no torch (ONNX runtime, OpenCV, numpy):
 - occlusion: occlusion-sensitivity maps over the crop the model saw (`AgeEstimator.explain` uses it);
 - geometry: the crop's matrix, to put a map back onto the photo;
 - render: heat-map overlays and the age-distribution chart, drawn with OpenCV;

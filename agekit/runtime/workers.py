@@ -34,6 +34,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from agekit.errors import AgekitError
 from agekit.onnx_session import default_threads, physical_cores
+from agekit.runtime import scoring
 
 _WORKER: dict = {}  # in a worker process: its estimator and options, set once by _start
 
@@ -158,15 +159,11 @@ def _startup_error() -> str | None:
 
 def _score_chunk(items, annotated):
     """One chunk in a worker: (FileResults in order, notes for stderr)."""
-    from agekit.runtime.cli import (
-        process_chunk,  # late: runtime.cli imports this module
-    )
-
     if "error" in _WORKER:
         raise AgekitError(f"a worker process could not start: {_WORKER['error']}")
     _WORKER["busy"] = True
     try:
-        results = process_chunk(_WORKER["args"], _WORKER["estimator"], items, _WORKER["boxes"],
+        results = scoring.process_chunk(_WORKER["args"], _WORKER["estimator"], items, _WORKER["boxes"],
                                 _WORKER["per_face"], annotated)
     except SystemExit as exc:  # SIGTERM (_stop): the chunk is dropped
         os._exit(exc.code)

@@ -20,7 +20,7 @@ import numpy as np
 
 import agekit.io
 from agekit.errors import AgekitError, ImageError
-from agekit.runtime.cli import FileResult, record, to_photo_pixels
+from agekit.runtime.scoring import FileResult, record, to_photo_pixels
 from agekit.runtime.estimator import AgeEstimator
 from agekit.serve.errors import ApiError, image_error
 

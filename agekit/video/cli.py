@@ -23,7 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from agekit.errors import AgekitError
-from agekit.runtime.cli import Terminated, _sigterm_raises, build_estimator
+from agekit.runtime.cli import Terminated, build_estimator, sigterm_raises
 from agekit.runtime.outputs import (
     check_out,
     open_destination,
@@ -221,7 +221,7 @@ def run_video(args, sources) -> int:
     failed, status = 0, 0
     bar = tqdm(unit="frame", file=sys.stderr, disable=args.no_progress, dynamic_ncols=True)
     try:
-        with _sigterm_raises():
+        with sigterm_raises():
             for source, annotated_target in zip(sources, annotated):
                 name = f"camera {source.split(':', 1)[1]}" if source.startswith("camera:") else source
                 stop = None

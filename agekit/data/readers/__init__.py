@@ -7,11 +7,11 @@ Conventions shared by all readers: gender 0 = male, 1 = female; race uses UTKFac
 
 Modules: common (conventions, the record builder, label-file helpers), named (datasets whose labels are in
 the file names: UTKFace, FG-NET, AFAD, MORPH, CACD, AgeDB, AAF), tables (datasets with label files:
-IMDB-WIKI, APPA-REAL, ChaLearn LAP, a user's CSV), detect (which dataset a folder holds).
+IMDB-WIKI, APPA-REAL, ChaLearn LAP, a user's CSV), identify (which dataset a folder holds).
 """
 from agekit.data.readers import named, tables  # noqa: F401  (registration)
 from agekit.data.readers.common import IMAGE_EXTENSIONS, RACE_NAMES, list_datasets
-from agekit.data.readers.detect import detect_dataset
+from agekit.data.readers.identify import detect_dataset
 from agekit.data.readers.named import read_pts
 
 __all__ = ["IMAGE_EXTENSIONS", "RACE_NAMES", "detect_dataset", "list_datasets", "read_pts"]
