@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from agekit.engine.checkpoint import read_checkpoint
-from agekit.engine.trainer import Trainer, relative_lr_groups, train
+from agekit.engine.setup import relative_lr_groups
+from agekit.engine.trainer import Trainer, train
 from tests.test_train import tiny_config
 
 

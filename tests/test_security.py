@@ -90,7 +90,7 @@ def test_cli_refuses_a_malicious_checkpoint_in_one_line(tmp_path, capsys):
 def test_fine_tuning_and_pretrained_weights_are_refused_too(tmp_path):
     from agekit.config import load_config
     from agekit.models.age_model import build_model
-    from agekit.engine.trainer import init_from_checkpoint
+    from agekit.engine.setup import init_from_checkpoint
     from agekit.models.registry import _read_state_dict
 
     marker = tmp_path / "pwned.txt"
@@ -121,7 +121,7 @@ def run(tiny_trained):
 
 
 def test_agekit_checkpoints_load_for_eval_export_and_fine_tuning(run):
-    from agekit.engine.trainer import init_from_checkpoint
+    from agekit.engine.setup import init_from_checkpoint
     from agekit.runtime import OnnxAgeModel
 
     for name in ("best.pt", "last.pt"):
