@@ -207,12 +207,13 @@ def test_interval_at_a_requested_level_by_hand(server):
 
 
 def test_workers_share_out_requests_and_sum_metrics(tmp_path):
-    srv = Server(tmp_path, "--workers", "2", "--concurrency", "1")
+    (tmp_path / "keys.txt").write_text(f"{KEY}\n")
+    srv = Server(tmp_path, "--workers", "2", "--concurrency", "1", "--api-key-file", str(tmp_path / "keys.txt"))
     try:
         answers = [None] * 6
 
         def one(i):
-            answers[i] = request(srv.url + "/v1/estimate", photo_bytes(), "image/jpeg")[0]
+            answers[i] = api(srv, "/v1/estimate", photo_bytes(), "image/jpeg")[0]
 
         threads = [threading.Thread(target=one, args=(i,)) for i in range(len(answers))]
         for t in threads:
@@ -220,13 +221,16 @@ def test_workers_share_out_requests_and_sum_metrics(tmp_path):
         for t in threads:
             t.join()
         assert answers == [200] * 6
-        text = request(srv.url + "/metrics")[2].decode()
+        assert api(srv, "/v1/estimate", photo_bytes(), "image/jpeg", key=None)[0] == 401  # workers check keys
+        text = api(srv, "/metrics")[2].decode()
         assert 'agekit_requests_total{endpoint="/v1/estimate",status="200"} 6.0' in text  # summed over workers
         time.sleep(0.3)
         lines = [json.loads(line) for line in srv.log_path.read_text().splitlines() if line.strip()]
         workers = {r["pid"] for r in lines if r["msg"].startswith("Started server process")}
         served = [r["pid"] for r in lines if r.get("event") == "request" and r["path"] == "/v1/estimate"]
-        assert len(workers) == 2 and len(served) == 6 and set(served) <= workers
+        assert len(workers) == 2 and len(served) == 7 and set(served) <= workers  # 6 answered, 1 refused
+        for pid in workers:  # the keys are read from the key file, never passed in the environment
+            assert KEY.encode() not in Path(f"/proc/{pid}/environ").read_bytes()
     finally:
         srv.stop()
 

@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 from agekit.errors import AgekitError
 from agekit.onnx_session import physical_cores
@@ -65,6 +66,7 @@ def settings_from_args(args):
         model=args.model, level=args.level, concurrency=args.concurrency, queue=args.queue, timeout=args.timeout,
         max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, max_context=args.max_context,
         threads=threads, api_keys=read_api_keys(args.api_key_file) if args.api_key_file else [],
+        api_key_file=str(Path(args.api_key_file).expanduser().resolve()) if args.api_key_file else None,
         cors_origins=list(args.cors_origin), log_level=args.log_level).check()
 
 
@@ -88,11 +90,17 @@ def run(args) -> int:
 
     OnnxAgeModel(settings.model, threads=1)  # check the model once here; each worker then loads its own
     metrics_dir = tempfile.mkdtemp(prefix="agekit-serve-metrics-")  # prometheus multiprocess files: counters only
-    os.environ[ENV_VAR] = settings.to_env()
+    saved = {name: os.environ.get(name) for name in (ENV_VAR, "PROMETHEUS_MULTIPROC_DIR")}
+    os.environ[ENV_VAR] = settings.to_env()  # the workers' settings (not the API keys: they read the key file)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
         uvicorn.run("agekit.serve.app:app_from_env", factory=True, workers=args.workers, **options)
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(metrics_dir)
+        for name, value in saved.items():  # a caller from Python gets its environment back
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return 0

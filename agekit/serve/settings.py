@@ -35,6 +35,7 @@ class ServeSettings:
     max_context: int = 16
     threads: int | None = None
     api_keys: list = field(default_factory=list)
+    api_key_file: str | None = None  # where api_keys came from: worker processes read the keys from it
     cors_origins: list = field(default_factory=list)
     retry_after: int = 1
     log_level: str = "info"
@@ -65,12 +66,19 @@ class ServeSettings:
         return any(hmac.compare_digest(given_b, k.encode()) for k in self.api_keys)
 
     def to_env(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
+        """The settings for worker processes, without the keys themselves (an environment can be read by other
+        processes of the user): a worker reads them again from api_key_file."""
+        return json.dumps({**dataclasses.asdict(self), "api_keys": []})
 
     @classmethod
     def from_env(cls) -> ServeSettings:
         text = os.environ.get(ENV_VAR)
-        return cls(**json.loads(text)).check() if text else cls()
+        if not text:
+            return cls()
+        settings = cls(**json.loads(text))
+        if settings.api_key_file:
+            settings.api_keys = read_api_keys(settings.api_key_file)
+        return settings.check()
 
 
 def read_api_keys(path) -> list[str]:
