@@ -136,10 +136,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_and_sigterm_stop_the_workers_and_keep_the_rows(photos, tmp_path, capsys, sig):
-    """Ctrl-C reaches the whole process group (workers included), SIGTERM only the main process: either
-    way the rows done are in place, no worker is left and --resume finishes the batch."""
+def _start_slow_batch(photos, tmp_path, **popen):
+    """60 photos scored by 2 slowed-down workers (SLOW_DRIVER) into res.jsonl, in a new session; returns once
+    8 rows are written (or the run ended): (folder, out file, the running process)."""
     folder = tmp_path / "many"
     folder.mkdir()
     for i in range(60):
@@ -149,32 +148,24 @@ def test_ctrl_c_and_sigterm_stop_the_workers_and_keep_the_rows(photos, tmp_path,
     driver.write_text(SLOW_DRIVER)
     argv = ["predict", folder, "--output", "jsonl", "--out", out, "--workers", "2", "--no-progress"]
     proc = subprocess.Popen([sys.executable, driver, *map(str, argv)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True,
-                            # a shell's background job ignores SIGINT and its children inherit that
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and proc.poll() is None:
-            partial = list(tmp_path.glob(".res.jsonl.*.partial"))
-            if partial and partial[0].read_text().count("\n") >= 8:
-                break
-            time.sleep(0.02)
-        helpers = _descendants(proc.pid)
-        if sig == signal.SIGINT:
-            os.killpg(proc.pid, sig)  # what a terminal's Ctrl-C does
-        else:
-            proc.send_signal(sig)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 128 + sig, err
-    assert "interrupted after" in err and "Traceback" not in err, err
-    deadline = time.monotonic() + 10  # the fork server and the workers go as the main process ends
-    while any(_alive(p) for p in helpers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(helpers) >= 3 and not [p for p in helpers if _alive(p)]  # fork server + 2 workers at least
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True, **popen)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        partial = list(tmp_path.glob(".res.jsonl.*.partial"))
+        if partial and partial[0].read_text().count("\n") >= 8:
+            break
+        time.sleep(0.02)
+    return folder, out, proc
+
+
+def _kill_if_running(proc) -> None:
+    """A run a failed test left going is killed with its whole group."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _rows_kept_and_resume_finishes(capsys, folder, out, tmp_path) -> None:
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert 8 <= len(rows) < 60 and not list(tmp_path.glob(".res.jsonl*"))
     code, _, _ = run(capsys, "predict", folder, "--output", "jsonl", "--out", out, "--resume", "--workers", 2,
@@ -183,26 +174,36 @@ def test_ctrl_c_and_sigterm_stop_the_workers_and_keep_the_rows(photos, tmp_path,
     assert code == 0 and sorted(files) == sorted(str(p) for p in folder.iterdir())
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_stop_the_workers_and_keep_the_rows(photos, tmp_path, capsys, sig):
+    """Ctrl-C reaches the whole process group (workers included), SIGTERM only the main process: either
+    way the rows done are in place, no worker is left and --resume finishes the batch."""
+    # a shell's background job ignores SIGINT and its children inherit that
+    folder, out, proc = _start_slow_batch(photos, tmp_path,
+                                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        helpers = _descendants(proc.pid)
+        if sig == signal.SIGINT:
+            os.killpg(proc.pid, sig)  # what a terminal's Ctrl-C does
+        else:
+            proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        _kill_if_running(proc)
+    assert proc.returncode == 128 + sig, err
+    assert "interrupted after" in err and "Traceback" not in err, err
+    deadline = time.monotonic() + 10  # the fork server and the workers go as the main process ends
+    while any(_alive(p) for p in helpers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(helpers) >= 3 and not [p for p in helpers if _alive(p)]  # fork server + 2 workers at least
+    _rows_kept_and_resume_finishes(capsys, folder, out, tmp_path)
+
+
 def test_a_worker_that_dies_keeps_the_rows_before_it(photos, tmp_path, capsys):
     """A worker killed with -9 (as by the OOM killer): a one-line error, exit 2, the rows done are in place and
     --resume finishes the batch."""
-    folder = tmp_path / "many"
-    folder.mkdir()
-    for i in range(60):
-        os.link(photos / f"photo{i % 10:02d}.jpg", folder / f"{i:02d}.jpg")
-    out = tmp_path / "res.jsonl"
-    driver = tmp_path / "slow_agekit.py"
-    driver.write_text(SLOW_DRIVER)
-    argv = ["predict", folder, "--output", "jsonl", "--out", out, "--workers", "2", "--no-progress"]
-    proc = subprocess.Popen([sys.executable, driver, *map(str, argv)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
+    folder, out, proc = _start_slow_batch(photos, tmp_path)
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and proc.poll() is None:
-            partial = list(tmp_path.glob(".res.jsonl.*.partial"))
-            if partial and partial[0].read_text().count("\n") >= 8:
-                break
-            time.sleep(0.02)
         # the workers are the fork server's children, grandchildren of the main process
         children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], check=False, capture_output=True,
                                                    text=True).stdout.split()]
@@ -211,17 +212,10 @@ def test_a_worker_that_dies_keeps_the_rows_before_it(photos, tmp_path, capsys):
         os.kill(workers[0], signal.SIGKILL)
         _, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _kill_if_running(proc)
     assert proc.returncode == 2, err
     assert "a worker process stopped unexpectedly" in err and "--resume" in err and "Traceback" not in err, err
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert 8 <= len(rows) < 60 and not list(tmp_path.glob(".res.jsonl*"))
-    code, _, _ = run(capsys, "predict", folder, "--output", "jsonl", "--out", out, "--resume", "--workers", 2,
-                     "--no-progress")
-    files = [json.loads(line)["file"] for line in out.read_text().splitlines()]
-    assert code == 0 and sorted(files) == sorted(str(p) for p in folder.iterdir())
+    _rows_kept_and_resume_finishes(capsys, folder, out, tmp_path)
 
 
 def test_auto_workers_use_every_core_on_large_folders_only(monkeypatch):
